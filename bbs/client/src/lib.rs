@@ -1,0 +1,1 @@
+//! A typed client for the BBS HTTP API and its event stream

@@ -1,0 +1,1 @@
+//! Diego's records, requests, errors, events and action language: the BBS wire types

@@ -1,0 +1,1 @@
+//! The BBS: records, state machines, the HTTP API and the event stream

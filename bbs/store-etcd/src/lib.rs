@@ -1,0 +1,1 @@
+//! The etcd store: a diego-store backend on etcd v3

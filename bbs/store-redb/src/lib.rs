@@ -1,0 +1,1 @@
+//! The embedded store: a diego-store backend on redb, on local disk

@@ -1,0 +1,1 @@
+//! Test helpers: start etcd (one member or a cluster), BBS processes, temp dirs
