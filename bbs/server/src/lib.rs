@@ -1,1 +1,135 @@
-//! The BBS: records, state machines, the HTTP API and the event stream
+//! The BBS: the one source of truth of the platform.
+//!
+//! It keeps DesiredLRPs, ActualLRPs, Tasks, Domains, Cells and locks in a [`Store`], enforces
+//! Diego's state machines on every change, serves them over an RPC-style HTTP API in the style
+//! of Diego's routes, and streams every change as server-sent events derived from the store's
+//! own watch — so any BBS process over the same store serves the same events, and a client can
+//! resume after a reconnect from the last event id it saw.
+//!
+//! Layers: `api` decodes and validates → the `Bbs` methods (in `lrps`, `evacuation`, `tasks`,
+//! `presence`) apply the state machines → `db` writes with compare-and-swap → `diego_store`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diego_model::{BbsError, RestartPolicy, Timestamp};
+use diego_store::Store;
+use tokio_util::sync::CancellationToken;
+
+mod api;
+mod db;
+mod events;
+mod evacuation;
+mod external;
+pub mod keys;
+mod lrps;
+mod presence;
+mod tasks;
+
+pub use api::{openapi, router};
+pub use events::EventId;
+
+/// How the BBS behaves. `Default` gives Diego's defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the API listens.
+    pub listen: std::net::SocketAddr,
+    /// The auctioneer to ask for placements (`POST /v1/lrps`, `/v1/tasks`). Without one, new
+    /// unclaimed instances and pending tasks wait for whichever auctioneer watches the events.
+    pub auctioneer_url: Option<String>,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// A PENDING task is failed after it was rejected this many times.
+    pub max_task_retries: i32,
+    pub restart_policy: RestartPolicy,
+    /// Timeout of calls to reps, the auctioneer and completion callbacks.
+    pub http_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8889)),
+            auctioneer_url: None,
+            max_body_bytes: 1024 * 1024,
+            max_task_retries: 3,
+            restart_policy: RestartPolicy::default(),
+            http_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors that stop the BBS server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The BBS's state: the store and what it calls out to. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Bbs {
+    db: db::Db,
+    config: Config,
+    external: external::External,
+    /// Background work (completion callbacks, rep calls) stops with this.
+    shutdown: CancellationToken,
+}
+
+impl Bbs {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Arc<Self> {
+        Self::with_shutdown(store, config, CancellationToken::new())
+    }
+
+    pub fn with_shutdown(store: Arc<dyn Store>, config: Config, shutdown: CancellationToken) -> Arc<Self> {
+        let external = external::External::new(config.auctioneer_url.clone(), config.http_timeout);
+        Arc::new(Self { db: db::Db::new(store), config, external, shutdown })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.db.store()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Serves the BBS API on `config.listen` until `shutdown` is cancelled, then finishes in-flight
+/// requests.
+pub async fn run(store: Arc<dyn Store>, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.listen, source })?;
+    serve(listener, store, config, shutdown).await
+}
+
+/// Like [`run`], on a listener the caller bound (tests bind port 0).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    let bbs = Bbs::with_shutdown(store, config, shutdown.child_token());
+    tracing::info!(%addr, "bbs listening");
+    axum::serve(listener, router(bbs))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(Error::Serve)
+}
+
+/// Now, in ns since the epoch.
+pub(crate) fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(crate) type BbsResult<T> = Result<T, BbsError>;

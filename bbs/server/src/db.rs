@@ -1,0 +1,142 @@
+//! Typed reads and compare-and-swap writes of records over a [`Store`].
+//!
+//! Every write is a store transaction guarded by the revisions of the records it read, so two
+//! BBS requests (in one process or in several over one etcd) racing on a record never lose an
+//! update: the loser's compare fails, it re-reads, re-checks the state machine and tries again.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use diego_model::{BbsError, ErrorType};
+use diego_store::{Op, Revision, Store, StoreError, Txn, TxnOutcome};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How many times a request re-reads and retries after losing a race before it reports a
+/// conflict to its caller.
+const MAX_ATTEMPTS: usize = 16;
+
+/// A record with the store revision it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub record: T,
+    pub revision: Revision,
+}
+
+#[derive(Debug, Clone)]
+pub struct Db {
+    store: Arc<dyn Store>,
+}
+
+impl Db {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>, BbsError> {
+        match self.store.get(key).await.map_err(read_error)? {
+            None => Ok(None),
+            Some(kv) => Ok(Some(Versioned { record: decode(&kv.key, &kv.value)?, revision: kv.mod_revision })),
+        }
+    }
+
+    /// Every record under `prefix`, in key order. A record that does not decode is reported, not
+    /// skipped: it would mean the store holds something the BBS never wrote.
+    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Versioned<T>>, BbsError> {
+        let listing = self.store.list(prefix).await.map_err(read_error)?;
+        listing
+            .kvs
+            .iter()
+            .map(|kv| Ok(Versioned { record: decode(&kv.key, &kv.value)?, revision: kv.mod_revision }))
+            .collect()
+    }
+
+    /// Applies `txn`. `Ok(false)` when a compare failed (the caller lost a race). A write whose
+    /// outcome the store cannot tell (a timeout) is re-read: if every put is there and every
+    /// delete is gone it did commit; otherwise the caller gets a `Timeout` error that says the
+    /// write may still be applied — never a clean failure.
+    pub async fn commit(&self, txn: Txn) -> Result<bool, BbsError> {
+        let ops = txn.ops.clone();
+        match self.store.txn(txn).await {
+            Ok(TxnOutcome::Committed { .. }) => Ok(true),
+            Ok(TxnOutcome::CompareFailed) => Ok(false),
+            Err(StoreError::OutcomeUnknown(why)) => {
+                if self.writes_visible(&ops).await {
+                    tracing::warn!(%why, "write timed out but is visible on re-read: treating it as committed");
+                    Ok(true)
+                } else {
+                    Err(BbsError::new(
+                        ErrorType::Timeout,
+                        format!("outcome unknown: the store did not confirm the write ({why}); it may still be applied, re-read before retrying"),
+                    ))
+                }
+            }
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    async fn writes_visible(&self, ops: &[Op]) -> bool {
+        for op in ops {
+            let current = match self.store.get(op.key()).await {
+                Ok(current) => current,
+                Err(_) => return false,
+            };
+            let visible = match (op, current) {
+                (Op::Put { value, .. }, Some(kv)) => kv.value == *value,
+                (Op::Delete { .. }, None) => true,
+                _ => false,
+            };
+            if !visible {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Runs `attempt` until it returns `Some`, re-running it when it lost a race (`None`).
+pub async fn with_retries<R, F, Fut>(what: &str, mut attempt: F) -> Result<R, BbsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<R>, BbsError>>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        if let Some(result) = attempt().await? {
+            return Ok(result);
+        }
+    }
+    Err(BbsError::conflict(format!("{what}: the record kept changing under {MAX_ATTEMPTS} attempts; try again")))
+}
+
+pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, BbsError> {
+    serde_json::to_vec(record).map_err(|e| BbsError::new(ErrorType::InvalidRecord, format!("cannot encode record: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, BbsError> {
+    serde_json::from_slice(value)
+        .map_err(|e| BbsError::new(ErrorType::Deserialize, format!("stored record {key} does not decode: {e}")))
+}
+
+/// A read that failed: nothing changed, the caller may retry.
+pub fn read_error(e: StoreError) -> BbsError {
+    match e {
+        StoreError::Unavailable(m) | StoreError::OutcomeUnknown(m) => {
+            BbsError::new(ErrorType::Unavailable, format!("store unavailable: {m}"))
+        }
+        other => BbsError::new(ErrorType::UnknownError, other.to_string()),
+    }
+}
+
+/// A write that failed before anything was applied.
+pub fn write_error(e: StoreError) -> BbsError {
+    match e {
+        StoreError::OutcomeUnknown(m) => BbsError::new(ErrorType::Timeout, format!("outcome unknown: {m}")),
+        StoreError::Unavailable(m) => BbsError::new(ErrorType::Unavailable, format!("store unavailable, nothing written: {m}")),
+        StoreError::InvalidRequest(m) => BbsError::invalid_request(m),
+        other => BbsError::new(ErrorType::UnknownError, other.to_string()),
+    }
+}

@@ -1,0 +1,91 @@
+//! The store key layout. **Architecture invariant:** this module is the only place in the
+//! platform that knows store keys; everyone else goes through the BBS API.
+//!
+//! ```text
+//! /diego/v1/desired/<process_guid>                   DesiredLRP JSON
+//! /diego/v1/actual/<process_guid>/<index>/<presence>  ActualLRP JSON
+//! /diego/v1/tasks/<task_guid>                         Task JSON
+//! /diego/v1/domains/<domain>                          "" on a lease of the domain's TTL
+//! /diego/v1/locks/<key>                               a lock (diego_store::lock encoding)
+//! /diego/v1/presences/<cell_id>                       a presence; the value is a CellPresence
+//! ```
+//! Guids and names are validated to contain no `/` before they reach a key.
+
+use diego_model::Presence;
+
+pub const ROOT: &str = "/diego/v1/";
+pub const DESIRED: &str = "/diego/v1/desired/";
+pub const ACTUAL: &str = "/diego/v1/actual/";
+pub const TASKS: &str = "/diego/v1/tasks/";
+pub const DOMAINS: &str = "/diego/v1/domains/";
+pub const LOCKS: &str = "/diego/v1/locks/";
+pub const PRESENCES: &str = "/diego/v1/presences/";
+
+pub fn desired(process_guid: &str) -> String {
+    format!("{DESIRED}{process_guid}")
+}
+
+pub fn actuals_of(process_guid: &str) -> String {
+    format!("{ACTUAL}{process_guid}/")
+}
+
+pub fn actual(process_guid: &str, index: i32, presence: Presence) -> String {
+    format!("{ACTUAL}{process_guid}/{index}/{}", presence.as_str())
+}
+
+pub fn task(task_guid: &str) -> String {
+    format!("{TASKS}{task_guid}")
+}
+
+pub fn domain(name: &str) -> String {
+    format!("{DOMAINS}{name}")
+}
+
+pub fn lock(key: &str) -> String {
+    format!("{LOCKS}{key}")
+}
+
+pub fn presence(key: &str) -> String {
+    format!("{PRESENCES}{key}")
+}
+
+/// What a store key holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Desired,
+    Actual,
+    Task,
+    Domain,
+    Lock,
+    Presence,
+}
+
+pub fn family(key: &str) -> Option<Family> {
+    let rest = key.strip_prefix(ROOT)?;
+    let (head, _) = rest.split_once('/')?;
+    Some(match head {
+        "desired" => Family::Desired,
+        "actual" => Family::Actual,
+        "tasks" => Family::Task,
+        "domains" => Family::Domain,
+        "locks" => Family::Lock,
+        "presences" => Family::Presence,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_to_families() {
+        assert_eq!(family(&desired("a")), Some(Family::Desired));
+        assert_eq!(family(&actual("a", 3, Presence::Suspect)), Some(Family::Actual));
+        assert_eq!(actual("a", 3, Presence::Evacuating), "/diego/v1/actual/a/3/evacuating");
+        assert!(actual("a", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
+        assert!(!actual("ab", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
+        assert_eq!(family(&presence("cell-1")), Some(Family::Presence));
+        assert_eq!(family("/other"), None);
+    }
+}

@@ -1,0 +1,387 @@
+//! DesiredLRPs and the ActualLRP lifecycle calls (claim, start, crash, fail, remove, retire).
+
+use std::collections::BTreeSet;
+
+use diego_model::actual_lrp::truncate_reason;
+use diego_model::requests::*;
+use diego_model::{
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, BbsError, DesiredLrp, DesiredLrpSchedulingInfo,
+    ErrorType, ModificationTag, Presence,
+};
+use diego_store::{Compare, Op, Txn};
+
+use crate::db::{Versioned, encode, with_retries};
+use crate::{Bbs, BbsResult, keys, new_guid, now};
+
+/// The most store operations put in one transaction (etcd refuses more than 128 by default).
+const OPS_PER_TXN: usize = 100;
+
+impl Bbs {
+    // ---- desired LRPs ----
+
+    pub async fn desired_lrps(&self, req: &DesiredLrpsRequest) -> BbsResult<Vec<DesiredLrp>> {
+        let wanted: BTreeSet<&str> = req.process_guids.iter().map(String::as_str).collect();
+        let all: Vec<Versioned<DesiredLrp>> = self.db.list(keys::DESIRED).await?;
+        Ok(all
+            .into_iter()
+            .map(|v| v.record)
+            .filter(|d| req.domain.is_empty() || d.domain == req.domain)
+            .filter(|d| wanted.is_empty() || wanted.contains(d.process_guid.as_str()))
+            .collect())
+    }
+
+    pub async fn desired_lrp(&self, process_guid: &str) -> BbsResult<Versioned<DesiredLrp>> {
+        self.db
+            .read(&keys::desired(process_guid))
+            .await?
+            .ok_or_else(|| BbsError::not_found(format!("desired LRP {process_guid:?} not found")))
+    }
+
+    pub async fn scheduling_infos(&self, req: &DesiredLrpsRequest) -> BbsResult<Vec<DesiredLrpSchedulingInfo>> {
+        Ok(self.desired_lrps(req).await?.iter().map(DesiredLrp::scheduling_info).collect())
+    }
+
+    /// Stores a new DesiredLRP and creates its UNCLAIMED instances.
+    pub async fn desire_lrp(&self, mut lrp: DesiredLrp) -> BbsResult<()> {
+        lrp.validate()?;
+        lrp.modification_tag = ModificationTag::new(new_guid());
+        let key = keys::desired(&lrp.process_guid);
+        let txn = Txn::new().when(Compare::absent(&key)).then(Op::put(&key, encode(&lrp)?));
+        if !self.db.commit(txn).await? {
+            return Err(BbsError::exists(format!("desired LRP {:?} already exists", lrp.process_guid)));
+        }
+        tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "desired LRP created");
+        self.create_unclaimed(&lrp, 0..lrp.instances).await
+    }
+
+    /// Creates UNCLAIMED instances for the indices that have no ORDINARY row, and asks for their
+    /// auction.
+    pub(crate) async fn create_unclaimed(&self, lrp: &DesiredLrp, indices: std::ops::Range<i32>) -> BbsResult<()> {
+        let indices: Vec<i32> = indices.collect();
+        let mut created = Vec::new();
+        for chunk in indices.chunks(OPS_PER_TXN) {
+            // Each index is created only where absent: a racing creator or an instance that is
+            // already there is left alone.
+            for &index in chunk {
+                let key = keys::actual(&lrp.process_guid, index, Presence::Ordinary);
+                let actual = ActualLrp::unclaimed(&ActualLrpKey::new(&lrp.process_guid, index, &lrp.domain), new_guid(), now());
+                let txn = Txn::new().when(Compare::absent(&key)).then(Op::put(&key, encode(&actual)?));
+                if self.db.commit(txn).await? {
+                    created.push(index);
+                }
+            }
+        }
+        self.external.request_lrp_auctions(lrp, created);
+        Ok(())
+    }
+
+    pub async fn update_desired_lrp(&self, req: UpdateDesiredLrpRequest) -> BbsResult<()> {
+        req.validate()?;
+        let (before, after) = with_retries("update desired LRP", || async {
+            let current = self.desired_lrp(&req.process_guid).await?;
+            if let Some(expected) = &req.expected_modification_tag {
+                if *expected != current.record.modification_tag {
+                    return Err(BbsError::conflict(format!(
+                        "desired LRP {:?} is at modification tag {:?}, not {:?}",
+                        req.process_guid, current.record.modification_tag, expected
+                    )));
+                }
+            }
+            let mut updated = current.record.clone();
+            if !updated.apply(&req.update) {
+                return Ok(Some((current.record.clone(), updated)));
+            }
+            updated.modification_tag.increment();
+            let key = keys::desired(&req.process_guid);
+            let txn = Txn::new().when(Compare::unchanged(&key, current.revision)).then(Op::put(&key, encode(&updated)?));
+            Ok(self.db.commit(txn).await?.then(|| (current.record.clone(), updated)))
+        })
+        .await?;
+        if after.instances > before.instances {
+            self.create_unclaimed(&after, before.instances..after.instances).await?;
+        } else if after.instances < before.instances {
+            for index in after.instances..before.instances {
+                let key = ActualLrpKey::new(&after.process_guid, index, &after.domain);
+                if let Err(e) = self.retire_actual_lrp(&key).await {
+                    if e.kind != ErrorType::ResourceNotFound {
+                        tracing::warn!(process_guid = %key.process_guid, index, error = %e, "cannot retire extra instance; the converger will");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a DesiredLRP and retires all its instances.
+    pub async fn remove_desired_lrp(&self, process_guid: &str) -> BbsResult<()> {
+        let removed = with_retries("remove desired LRP", || async {
+            let current = self.desired_lrp(process_guid).await?;
+            let key = keys::desired(process_guid);
+            let txn = Txn::new().when(Compare::unchanged(&key, current.revision)).then(Op::delete(&key));
+            Ok(self.db.commit(txn).await?.then_some(current.record))
+        })
+        .await?;
+        tracing::info!(%process_guid, "desired LRP removed");
+        let actuals: Vec<Versioned<ActualLrp>> = self.db.list(&keys::actuals_of(process_guid)).await?;
+        for actual in actuals.iter().filter(|a| a.record.presence == Presence::Ordinary) {
+            if let Err(e) = self.retire_actual_lrp(&actual.record.key()).await {
+                tracing::warn!(%process_guid, index = actual.record.index, error = %e, "cannot retire instance; the converger will");
+            }
+        }
+        drop(removed);
+        Ok(())
+    }
+
+    // ---- actual LRPs ----
+
+    pub async fn actual_lrps(&self, req: &ActualLrpsRequest) -> BbsResult<Vec<ActualLrp>> {
+        let prefix = if req.process_guid.is_empty() { keys::ACTUAL.to_string() } else { keys::actuals_of(&req.process_guid) };
+        let all: Vec<Versioned<ActualLrp>> = self.db.list(&prefix).await?;
+        Ok(all
+            .into_iter()
+            .map(|v| v.record)
+            .filter(|a| req.domain.is_empty() || a.domain == req.domain)
+            .filter(|a| req.cell_id.is_empty() || a.cell_id == req.cell_id)
+            .filter(|a| req.index.is_none_or(|i| a.index == i))
+            .collect())
+    }
+
+    pub async fn actual_lrps_by_process_guids(&self, guids: &[String]) -> BbsResult<Vec<ActualLrp>> {
+        let mut out = Vec::new();
+        for guid in guids {
+            let found: Vec<Versioned<ActualLrp>> = self.db.list(&keys::actuals_of(guid)).await?;
+            out.extend(found.into_iter().map(|v| v.record));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn read_actual(&self, process_guid: &str, index: i32, presence: Presence) -> BbsResult<Option<Versioned<ActualLrp>>> {
+        self.db.read(&keys::actual(process_guid, index, presence)).await
+    }
+
+    async fn ordinary(&self, process_guid: &str, index: i32) -> BbsResult<Versioned<ActualLrp>> {
+        self.read_actual(process_guid, index, Presence::Ordinary)
+            .await?
+            .ok_or_else(|| BbsError::not_found(format!("actual LRP {process_guid:?} index {index} not found")))
+    }
+
+    /// Writes `after` over the row read as `before`, only if nobody changed it meanwhile.
+    pub(crate) async fn replace_actual(&self, before: &Versioned<ActualLrp>, after: &ActualLrp) -> BbsResult<bool> {
+        let key = keys::actual(&after.process_guid, after.index, after.presence);
+        let txn = Txn::new().when(Compare::unchanged(&key, before.revision)).then(Op::put(&key, encode(after)?));
+        self.db.commit(txn).await
+    }
+
+    pub(crate) async fn delete_actual(&self, row: &Versioned<ActualLrp>) -> BbsResult<bool> {
+        let key = keys::actual(&row.record.process_guid, row.record.index, row.record.presence);
+        self.db.commit(Txn::new().when(Compare::unchanged(&key, row.revision)).then(Op::delete(&key))).await
+    }
+
+    /// The rep claims an instance before it creates the container.
+    pub async fn claim_actual_lrp(&self, req: &ClaimActualLrpRequest) -> BbsResult<()> {
+        req.validate()?;
+        with_retries("claim actual LRP", || async {
+            let row = self.ordinary(&req.process_guid, req.index).await?;
+            let lrp = &row.record;
+            let instance = &req.actual_lrp_instance_key;
+            if !lrp.allows_transition_to(&lrp.key(), instance, ActualLrpState::Claimed) {
+                return Err(BbsError::new(
+                    ErrorType::ActualLrpCannotBeClaimed,
+                    format!("actual LRP {:?} index {} is {:?} on {:?}", lrp.process_guid, lrp.index, lrp.state, lrp.instance_guid),
+                ));
+            }
+            if lrp.state == ActualLrpState::Claimed && lrp.instance_key() == *instance {
+                return Ok(Some(()));
+            }
+            let mut after = lrp.clone();
+            after.state = ActualLrpState::Claimed;
+            after.set_instance_key(instance);
+            after.placement_error.clear();
+            after.since = now();
+            after.modification_tag.increment();
+            Ok(self.replace_actual(&row, &after).await?.then_some(()))
+        })
+        .await
+    }
+
+    /// The rep reports an instance running. Creates the row if it is missing, as Diego does.
+    pub async fn start_actual_lrp(&self, req: &StartActualLrpRequest) -> BbsResult<()> {
+        req.validate()?;
+        let key = &req.actual_lrp_key;
+        with_retries("start actual LRP", || async {
+            let existing = self.read_actual(&key.process_guid, key.index, Presence::Ordinary).await?;
+            let mut after = match &existing {
+                None => ActualLrp::unclaimed(key, new_guid(), now()),
+                Some(row) => {
+                    let lrp = &row.record;
+                    if !lrp.allows_transition_to(key, &req.actual_lrp_instance_key, ActualLrpState::Running) {
+                        return Err(BbsError::new(
+                            ErrorType::ActualLrpCannotBeStarted,
+                            format!("actual LRP {:?} index {} is {:?} on {:?}", lrp.process_guid, lrp.index, lrp.state, lrp.instance_guid),
+                        ));
+                    }
+                    lrp.clone()
+                }
+            };
+            let before = after.clone();
+            after.state = ActualLrpState::Running;
+            after.set_instance_key(&req.actual_lrp_instance_key);
+            after.set_net_info(&req.actual_lrp_net_info);
+            after.actual_lrp_internal_routes = req.actual_lrp_internal_routes.clone();
+            after.metric_tags = req.metric_tags.clone();
+            after.routable = req.routable.or(Some(true));
+            after.availability_zone = req.availability_zone.clone();
+            after.placement_error.clear();
+            if existing.is_some() && after == before {
+                return Ok(Some(()));
+            }
+            if before.state != ActualLrpState::Running {
+                after.since = now();
+            }
+            after.modification_tag.increment();
+            let ordinary_key = keys::actual(&key.process_guid, key.index, Presence::Ordinary);
+            let mut txn = Txn::new();
+            txn = match &existing {
+                None => txn.when(Compare::absent(&ordinary_key)),
+                Some(row) => txn.when(Compare::unchanged(&ordinary_key, row.revision)),
+            };
+            txn = txn.then(Op::put(&ordinary_key, encode(&after)?));
+            // A replacement now runs: the suspect copy on the lost cell is no longer needed.
+            if let Some(suspect) = self.read_actual(&key.process_guid, key.index, Presence::Suspect).await? {
+                if suspect.record.instance_key() != req.actual_lrp_instance_key {
+                    let suspect_key = keys::actual(&key.process_guid, key.index, Presence::Suspect);
+                    txn = txn.when(Compare::unchanged(&suspect_key, suspect.revision)).then(Op::delete(suspect_key));
+                }
+            }
+            Ok(self.db.commit(txn).await?.then_some(()))
+        })
+        .await
+    }
+
+    /// The rep reports a crash: count it, and restart at once for the first crashes (UNCLAIMED
+    /// plus an auction) or leave it CRASHED for the converger's backoff.
+    pub async fn crash_actual_lrp(&self, req: &CrashActualLrpRequest) -> BbsResult<()> {
+        req.validate()?;
+        let key = &req.actual_lrp_key;
+        let instance = &req.actual_lrp_instance_key;
+        let restarted = with_retries("crash actual LRP", || async {
+            // A crash of the suspect copy on a lost cell just removes it.
+            if let Some(suspect) = self.read_actual(&key.process_guid, key.index, Presence::Suspect).await? {
+                if suspect.record.instance_key() == *instance {
+                    return Ok(self.delete_actual(&suspect).await?.then_some(false));
+                }
+            }
+            let row = self.ordinary(&key.process_guid, key.index).await?;
+            let Some(after) = self.crashed(&row.record, key, instance, &req.error_message) else {
+                return Err(BbsError::new(
+                    ErrorType::ActualLrpCannotBeCrashed,
+                    format!("actual LRP {:?} index {} is {:?} on {:?}", key.process_guid, key.index, row.record.state, row.record.instance_guid),
+                ));
+            };
+            let restart = after.state == ActualLrpState::Unclaimed;
+            Ok(self.replace_actual(&row, &after).await?.then_some(restart))
+        })
+        .await?;
+        if restarted {
+            self.request_auction_for(key).await;
+        }
+        Ok(())
+    }
+
+    /// The record after a crash, or `None` if this instance cannot crash from its state.
+    pub(crate) fn crashed(&self, lrp: &ActualLrp, key: &ActualLrpKey, instance: &ActualLrpInstanceKey, reason: &str) -> Option<ActualLrp> {
+        if !lrp.allows_transition_to(key, instance, ActualLrpState::Crashed) {
+            return None;
+        }
+        let policy = &self.config.restart_policy;
+        let now = now();
+        let mut after = lrp.clone();
+        after.crash_count = policy.next_crash_count(lrp.crash_count, lrp.state == ActualLrpState::Running, lrp.since, now);
+        after.crash_reason = truncate_reason(reason);
+        after.clear_placement();
+        after.routable = None;
+        after.since = now;
+        after.state = if policy.should_restart_immediately(after.crash_count) {
+            ActualLrpState::Unclaimed
+        } else {
+            ActualLrpState::Crashed
+        };
+        after.modification_tag.increment();
+        Some(after)
+    }
+
+    /// Asks for an auction of one instance of a desired LRP (if it still exists).
+    pub(crate) async fn request_auction_for(&self, key: &ActualLrpKey) {
+        match self.desired_lrp(&key.process_guid).await {
+            Ok(desired) => self.external.request_lrp_auctions(&desired.record, vec![key.index]),
+            Err(e) => tracing::debug!(process_guid = %key.process_guid, error = %e, "no auction: desired LRP not readable"),
+        }
+    }
+
+    /// The auctioneer could not place an instance: record why.
+    pub async fn fail_actual_lrp(&self, req: &FailActualLrpRequest) -> BbsResult<()> {
+        req.validate()?;
+        let key = &req.actual_lrp_key;
+        with_retries("fail actual LRP", || async {
+            let row = self.ordinary(&key.process_guid, key.index).await?;
+            if row.record.state != ActualLrpState::Unclaimed || row.record.key() != *key {
+                return Err(BbsError::new(
+                    ErrorType::ActualLrpCannotBeFailed,
+                    format!("actual LRP {:?} index {} is {:?}, not UNCLAIMED", key.process_guid, key.index, row.record.state),
+                ));
+            }
+            let mut after = row.record.clone();
+            after.placement_error = req.error_message.clone();
+            after.modification_tag.increment();
+            Ok(self.replace_actual(&row, &after).await?.then_some(()))
+        })
+        .await
+    }
+
+    pub async fn remove_actual_lrp(&self, req: &RemoveActualLrpRequest) -> BbsResult<()> {
+        req.validate()?;
+        with_retries("remove actual LRP", || async {
+            let row = self.ordinary(&req.process_guid, req.index).await?;
+            if let Some(instance) = &req.actual_lrp_instance_key {
+                if row.record.instance_key() != *instance {
+                    return Err(BbsError::new(
+                        ErrorType::ActualLrpCannotBeRemoved,
+                        format!("actual LRP {:?} index {} is not instance {:?}", req.process_guid, req.index, instance.instance_guid),
+                    ));
+                }
+            }
+            Ok(self.delete_actual(&row).await?.then_some(()))
+        })
+        .await
+    }
+
+    /// Stops an instance for good: UNCLAIMED and CRASHED rows are removed; a CLAIMED or RUNNING
+    /// instance is stopped by its rep (which then removes the row), or removed at once when its
+    /// cell is gone.
+    pub async fn retire_actual_lrp(&self, key: &ActualLrpKey) -> BbsResult<()> {
+        let mut last_error = String::new();
+        for _ in 0..crate::external::REP_ATTEMPTS {
+            let row = self.ordinary(&key.process_guid, key.index).await?;
+            let lrp = &row.record;
+            match lrp.state {
+                ActualLrpState::Unclaimed | ActualLrpState::Crashed => {
+                    if self.delete_actual(&row).await? {
+                        return Ok(());
+                    }
+                }
+                ActualLrpState::Claimed | ActualLrpState::Running => match self.cell(&lrp.cell_id).await? {
+                    None => {
+                        if self.delete_actual(&row).await? {
+                            return Ok(());
+                        }
+                    }
+                    Some(cell) => match self.external.stop_lrp_instance(&cell, key, &lrp.instance_guid).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last_error = e,
+                    },
+                },
+            }
+        }
+        Err(BbsError::new(ErrorType::UnknownError, format!("cannot retire {:?} index {}: {last_error}", key.process_guid, key.index)))
+    }
+}
