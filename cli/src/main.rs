@@ -1,1 +1,121 @@
-fn main() {}
+//! `diego`: one binary for every role of the platform and for the commands people type.
+//!
+//! Exit codes: 0 ok · 1 error · 2 usage · 3 not found · 12 BBS unreachable · 130 interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod roles;
+
+#[derive(Debug, Parser)]
+#[command(name = "diego", version, about = "Keep desired app instances and one-off tasks running on a fleet of cells")]
+struct Cli {
+    /// The BBS to talk to.
+    #[arg(long, global = true, env = "DIEGO_ADDR", default_value = "http://127.0.0.1:8889")]
+    bbs_url: String,
+    /// Log filter, e.g. `info` or `diego_bbs=debug` (also RUST_LOG).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole platform on this machine with zero set-up (embedded store, loopback).
+    Dev(roles::DevArgs),
+    /// Run the BBS role.
+    Bbs(roles::BbsArgs),
+    /// List desired LRPs (one JSON record per line).
+    DesiredLrps {
+        #[arg(long, default_value = "")]
+        domain: String,
+    },
+    /// List actual LRPs (one JSON record per line).
+    ActualLrps {
+        #[arg(long, default_value = "")]
+        domain: String,
+        #[arg(long, default_value = "")]
+        cell_id: String,
+        #[arg(long, default_value = "")]
+        process_guid: String,
+    },
+    /// Desire an LRP from Diego JSON (a file, or - for stdin).
+    DesireLrp { file: PathBuf },
+    /// Change the instance count of a desired LRP.
+    Scale { process_guid: String, instances: i32 },
+    /// Remove a desired LRP and retire its instances.
+    RemoveLrp { process_guid: String },
+    /// Desire a task from a `DesireTaskRequest` JSON (a file, or - for stdin).
+    DesireTask { file: PathBuf },
+    /// List tasks (one JSON record per line).
+    Tasks {
+        #[arg(long, default_value = "")]
+        domain: String,
+        #[arg(long, default_value = "")]
+        cell_id: String,
+    },
+    /// List live cells (one JSON record per line).
+    Cells,
+    /// List fresh domains.
+    Domains,
+    /// List locks and presences.
+    Locks,
+    /// Stream events (one JSON event per line), resuming after --after if given.
+    Events {
+        #[arg(long, value_enum, default_value = "all")]
+        stream: commands::StreamArg,
+        #[arg(long)]
+        cell_id: Option<String>,
+        #[arg(long)]
+        after: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Show the store's members and whether it runs degraded.
+    StoreHealth,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let bbs = diego_bbs_client::BbsClient::new(&cli.bbs_url);
+    match cli.command {
+        Command::Dev(args) => roles::dev(args).await,
+        Command::Bbs(args) => roles::bbs(args).await,
+        Command::DesiredLrps { domain } => commands::desired_lrps(&bbs, domain).await,
+        Command::ActualLrps { domain, cell_id, process_guid } => commands::actual_lrps(&bbs, domain, cell_id, process_guid).await,
+        Command::DesireLrp { file } => commands::desire_lrp(&bbs, &file).await,
+        Command::Scale { process_guid, instances } => commands::scale(&bbs, process_guid, instances).await,
+        Command::RemoveLrp { process_guid } => commands::remove_lrp(&bbs, &process_guid).await,
+        Command::DesireTask { file } => commands::desire_task(&bbs, &file).await,
+        Command::Tasks { domain, cell_id } => commands::tasks(&bbs, domain, cell_id).await,
+        Command::Cells => commands::cells(&bbs).await,
+        Command::Domains => commands::domains(&bbs).await,
+        Command::Locks => commands::locks(&bbs).await,
+        Command::Events { stream, cell_id, after, count } => commands::events(&bbs, stream, cell_id, after, count).await,
+        Command::StoreHealth => commands::store_health(&bbs).await,
+    }
+}

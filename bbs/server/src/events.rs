@@ -138,7 +138,9 @@ pub async fn subscribe(
     after: Option<EventId>,
     filter: Filter,
 ) -> Result<impl Stream<Item = Result<(EventId, Event), BbsError>> + Send + 'static, BbsError> {
-    let from = after.map_or(0, |id| id.revision);
+    // Revision 0 asks the store for "from now on"; a resume point always replays from its own
+    // revision (at least 1) and skips what the client already has.
+    let from = after.map_or(0, |id| id.revision.max(1));
     let watch = store.watch(keys::ROOT, from).await.map_err(|e| match e {
         StoreError::Compacted { requested, compact_revision } => BbsError::new(
             ErrorType::ResourceNotFound,
