@@ -104,10 +104,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<R>, BbsError>>,
 {
-    for _ in 0..MAX_ATTEMPTS {
+    for round in 0..MAX_ATTEMPTS {
         if let Some(result) = attempt().await? {
             return Ok(result);
         }
+        // Lost a race: back off a random, growing while so that many writers on one record
+        // take turns instead of colliding again in lock step.
+        let ceiling_us = 200u64 << round.min(7);
+        let jitter_us = u64::from(uuid::Uuid::new_v4().as_fields().0) % ceiling_us;
+        tokio::time::sleep(std::time::Duration::from_micros(jitter_us)).await;
     }
     Err(BbsError::conflict(format!("{what}: the record kept changing under {MAX_ATTEMPTS} attempts; try again")))
 }
