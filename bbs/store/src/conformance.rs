@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! One suite of behaviour every [`Store`] backend must pass.
 //!
 //! A backend's tests call [`conformance_tests!`] with an async expression that yields a
