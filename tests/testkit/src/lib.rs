@@ -1,1 +1,14 @@
-//! Test helpers: start etcd (one member or a cluster), BBS processes, temp dirs
+//! Test helpers: start etcd (one member or a cluster), BBS processes, temp dirs.
+//!
+//! [`EtcdServer`] and [`EtcdCluster`] run the real `etcd` binary (`ETCD_BIN`, else `etcd` on
+//! `PATH`; on Debian `apt-get install etcd-server`) on loopback ports with their data in a
+//! temporary directory, and kill it when dropped. Their methods block (they spawn processes and
+//! poll them over HTTP with `std`), so they work from any thread or runtime; from async code that
+//! must keep running meanwhile, call them in `tokio::task::spawn_blocking`.
+
+pub mod etcd;
+
+pub use etcd::{EtcdCluster, EtcdServer, etcd_binary, free_port};
+
+/// What every helper here returns.
+pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;

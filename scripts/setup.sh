@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing diego needs on a Debian machine, idempotently:
+#   protobuf-compiler  protoc, for etcd-client's generated gRPC code
+#   etcd-server        real etcd for the etcd store tests (the tests start it themselves)
+set -euo pipefail
+
+packages=(protobuf-compiler etcd-server)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Debian's etcd-server package starts a system etcd on 2379; the tests start their own on free
+# ports, so that one is left alone.
