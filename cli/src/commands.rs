@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use diego_bbs_client::{BbsClient, ClientError, EventStream};
-use diego_model::requests::{ActualLrpsRequest, DesireTaskRequest, DesiredLrpsRequest, TasksRequest, UpdateDesiredLrpRequest};
+use diego_model::requests::{
+    ActualLrpsRequest, DesireTaskRequest, DesiredLrpsRequest, TasksRequest, UpdateDesiredLrpRequest,
+};
 use diego_model::{DesiredLrp, DesiredLrpUpdate, ErrorType};
 use serde::Serialize;
 
@@ -39,28 +41,58 @@ fn read_json<T: serde::de::DeserializeOwned>(file: &Path) -> anyhow::Result<T> {
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON for this command", file.display()))
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON for this command", file.display()))
 }
 
 pub async fn desired_lrps(bbs: &BbsClient, domain: String) -> anyhow::Result<()> {
-    print_lines(&bbs.desired_lrps(&DesiredLrpsRequest { domain, ..Default::default() }).await?)
+    print_lines(
+        &bbs.desired_lrps(&DesiredLrpsRequest {
+            domain,
+            ..Default::default()
+        })
+        .await?,
+    )
 }
 
-pub async fn actual_lrps(bbs: &BbsClient, domain: String, cell_id: String, process_guid: String) -> anyhow::Result<()> {
-    print_lines(&bbs.actual_lrps(&ActualLrpsRequest { domain, cell_id, process_guid, index: None }).await?)
+pub async fn actual_lrps(
+    bbs: &BbsClient,
+    domain: String,
+    cell_id: String,
+    process_guid: String,
+) -> anyhow::Result<()> {
+    print_lines(
+        &bbs.actual_lrps(&ActualLrpsRequest {
+            domain,
+            cell_id,
+            process_guid,
+            index: None,
+        })
+        .await?,
+    )
 }
 
 pub async fn desire_lrp(bbs: &BbsClient, file: &Path) -> anyhow::Result<()> {
     let lrp: DesiredLrp = read_json(file)?;
     bbs.desire_lrp(&lrp).await?;
-    eprintln!("desired LRP {} with {} instance(s)", lrp.process_guid, lrp.instances);
+    eprintln!(
+        "desired LRP {} with {} instance(s)",
+        lrp.process_guid, lrp.instances
+    );
     Ok(())
 }
 
 pub async fn scale(bbs: &BbsClient, process_guid: String, instances: i32) -> anyhow::Result<()> {
-    let update = DesiredLrpUpdate { instances: Some(instances), ..Default::default() };
-    bbs.update_desired_lrp(&UpdateDesiredLrpRequest { process_guid: process_guid.clone(), update, expected_modification_tag: None })
-        .await?;
+    let update = DesiredLrpUpdate {
+        instances: Some(instances),
+        ..Default::default()
+    };
+    bbs.update_desired_lrp(&UpdateDesiredLrpRequest {
+        process_guid: process_guid.clone(),
+        update,
+        expected_modification_tag: None,
+    })
+    .await?;
     eprintln!("scaled {process_guid} to {instances}");
     Ok(())
 }
@@ -91,11 +123,19 @@ pub async fn domains(bbs: &BbsClient) -> anyhow::Result<()> {
 }
 
 pub async fn locks(bbs: &BbsClient) -> anyhow::Result<()> {
-    let all: diego_model::requests::FetchAllLocksResponse = bbs.rpc("/v1/locks/fetch_all", &serde_json::json!({})).await?;
+    let all: diego_model::requests::FetchAllLocksResponse = bbs
+        .rpc("/v1/locks/fetch_all", &serde_json::json!({}))
+        .await?;
     print_lines(&all.resources)
 }
 
-pub async fn events(bbs: &BbsClient, stream: StreamArg, cell_id: Option<String>, after: Option<String>, count: Option<usize>) -> anyhow::Result<()> {
+pub async fn events(
+    bbs: &BbsClient,
+    stream: StreamArg,
+    cell_id: Option<String>,
+    after: Option<String>,
+    count: Option<usize>,
+) -> anyhow::Result<()> {
     let stream = match stream {
         StreamArg::Lrps => EventStream::Lrps,
         StreamArg::Tasks => EventStream::Tasks,
@@ -113,6 +153,9 @@ pub async fn events(bbs: &BbsClient, stream: StreamArg, cell_id: Option<String>,
 }
 
 pub async fn store_health(bbs: &BbsClient) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(&bbs.store_health().await?)?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&bbs.store_health().await?)?
+    );
     Ok(())
 }

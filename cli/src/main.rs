@@ -11,10 +11,19 @@ mod commands;
 mod roles;
 
 #[derive(Debug, Parser)]
-#[command(name = "diego", version, about = "Keep desired app instances and one-off tasks running on a fleet of cells")]
+#[command(
+    name = "diego",
+    version,
+    about = "Keep desired app instances and one-off tasks running on a fleet of cells"
+)]
 struct Cli {
     /// The BBS to talk to.
-    #[arg(long, global = true, env = "DIEGO_ADDR", default_value = "http://127.0.0.1:8889")]
+    #[arg(
+        long,
+        global = true,
+        env = "DIEGO_ADDR",
+        default_value = "http://127.0.0.1:8889"
+    )]
     bbs_url: String,
     /// Log filter, e.g. `info` or `diego_bbs=debug` (also RUST_LOG).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
@@ -46,7 +55,10 @@ enum Command {
     /// Desire an LRP from Diego JSON (a file, or - for stdin).
     DesireLrp { file: PathBuf },
     /// Change the instance count of a desired LRP.
-    Scale { process_guid: String, instances: i32 },
+    Scale {
+        process_guid: String,
+        instances: i32,
+    },
     /// Remove a desired LRP and retire its instances.
     RemoveLrp { process_guid: String },
     /// Desire a task from a `DesireTaskRequest` JSON (a file, or - for stdin).
@@ -82,9 +94,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -106,16 +125,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => roles::dev(args).await,
         Command::Bbs(args) => roles::bbs(args).await,
         Command::DesiredLrps { domain } => commands::desired_lrps(&bbs, domain).await,
-        Command::ActualLrps { domain, cell_id, process_guid } => commands::actual_lrps(&bbs, domain, cell_id, process_guid).await,
+        Command::ActualLrps {
+            domain,
+            cell_id,
+            process_guid,
+        } => commands::actual_lrps(&bbs, domain, cell_id, process_guid).await,
         Command::DesireLrp { file } => commands::desire_lrp(&bbs, &file).await,
-        Command::Scale { process_guid, instances } => commands::scale(&bbs, process_guid, instances).await,
+        Command::Scale {
+            process_guid,
+            instances,
+        } => commands::scale(&bbs, process_guid, instances).await,
         Command::RemoveLrp { process_guid } => commands::remove_lrp(&bbs, &process_guid).await,
         Command::DesireTask { file } => commands::desire_task(&bbs, &file).await,
         Command::Tasks { domain, cell_id } => commands::tasks(&bbs, domain, cell_id).await,
         Command::Cells => commands::cells(&bbs).await,
         Command::Domains => commands::domains(&bbs).await,
         Command::Locks => commands::locks(&bbs).await,
-        Command::Events { stream, cell_id, after, count } => commands::events(&bbs, stream, cell_id, after, count).await,
+        Command::Events {
+            stream,
+            cell_id,
+            after,
+            count,
+        } => commands::events(&bbs, stream, cell_id, after, count).await,
         Command::StoreHealth => commands::store_health(&bbs).await,
     }
 }

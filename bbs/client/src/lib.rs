@@ -11,7 +11,10 @@
 use std::time::Duration;
 
 use diego_model::requests::*;
-use diego_model::{ActualLrp, ActualLrpKey, BbsError, CellPresence, DesiredLrp, DesiredLrpSchedulingInfo, ErrorType, Event, Task};
+use diego_model::{
+    ActualLrp, ActualLrpKey, BbsError, CellPresence, DesiredLrp, DesiredLrpSchedulingInfo,
+    ErrorType, Event, Task,
+};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -81,7 +84,10 @@ impl BbsClient {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, base: base_url.into().trim_end_matches('/').to_string() }
+        Self {
+            http,
+            base: base_url.into().trim_end_matches('/').to_string(),
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -89,7 +95,11 @@ impl BbsClient {
     }
 
     /// POSTs `request` to `route` and decodes the answer.
-    pub async fn rpc<Req: Serialize + ?Sized, Resp: DeserializeOwned>(&self, route: &str, request: &Req) -> Result<Resp> {
+    pub async fn rpc<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        route: &str,
+        request: &Req,
+    ) -> Result<Resp> {
         let url = format!("{}{route}", self.base);
         let response = self
             .http
@@ -98,22 +108,38 @@ impl BbsClient {
             .json(request)
             .send()
             .await
-            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         decode_response(route, response).await
     }
 
     pub async fn ping(&self) -> Result<bool> {
-        Ok(self.rpc::<_, PingResponse>("/v1/ping", &EmptyRequest {}).await?.available)
+        Ok(self
+            .rpc::<_, PingResponse>("/v1/ping", &EmptyRequest {})
+            .await?
+            .available)
     }
 
     // ---- domains ----
 
     pub async fn upsert_domain(&self, domain: &str, ttl_seconds: u32) -> Result<()> {
-        self.unit("/v1/domains/upsert", &UpsertDomainRequest { domain: domain.into(), ttl: ttl_seconds }).await
+        self.unit(
+            "/v1/domains/upsert",
+            &UpsertDomainRequest {
+                domain: domain.into(),
+                ttl: ttl_seconds,
+            },
+        )
+        .await
     }
 
     pub async fn domains(&self) -> Result<Vec<String>> {
-        Ok(self.rpc::<_, DomainsResponse>("/v1/domains/list", &EmptyRequest {}).await?.domains)
+        Ok(self
+            .rpc::<_, DomainsResponse>("/v1/domains/list", &EmptyRequest {})
+            .await?
+            .domains)
     }
 
     // ---- desired LRPs ----
@@ -123,7 +149,8 @@ impl BbsClient {
         struct Body<'a> {
             desired_lrp: &'a DesiredLrp,
         }
-        self.unit("/v1/desired_lrp/desire.r2", &Body { desired_lrp: lrp }).await
+        self.unit("/v1/desired_lrp/desire.r2", &Body { desired_lrp: lrp })
+            .await
     }
 
     pub async fn update_desired_lrp(&self, request: &UpdateDesiredLrpRequest) -> Result<()> {
@@ -131,27 +158,49 @@ impl BbsClient {
     }
 
     pub async fn remove_desired_lrp(&self, process_guid: &str) -> Result<()> {
-        self.unit("/v1/desired_lrp/remove", &RemoveDesiredLrpRequest { process_guid: process_guid.into() }).await
+        self.unit(
+            "/v1/desired_lrp/remove",
+            &RemoveDesiredLrpRequest {
+                process_guid: process_guid.into(),
+            },
+        )
+        .await
     }
 
     pub async fn desired_lrps(&self, filter: &DesiredLrpsRequest) -> Result<Vec<DesiredLrp>> {
-        Ok(self.rpc::<_, DesiredLrpsResponse>("/v1/desired_lrps/list.r3", filter).await?.desired_lrps)
+        Ok(self
+            .rpc::<_, DesiredLrpsResponse>("/v1/desired_lrps/list.r3", filter)
+            .await?
+            .desired_lrps)
     }
 
     pub async fn desired_lrp(&self, process_guid: &str) -> Result<DesiredLrp> {
-        let request = DesiredLrpByProcessGuidRequest { process_guid: process_guid.into() };
-        Ok(self.rpc::<_, DesiredLrpResponse>("/v1/desired_lrps/get_by_process_guid.r3", &request).await?.desired_lrp)
+        let request = DesiredLrpByProcessGuidRequest {
+            process_guid: process_guid.into(),
+        };
+        Ok(self
+            .rpc::<_, DesiredLrpResponse>("/v1/desired_lrps/get_by_process_guid.r3", &request)
+            .await?
+            .desired_lrp)
     }
 
-    pub async fn scheduling_infos(&self, filter: &DesiredLrpsRequest) -> Result<Vec<DesiredLrpSchedulingInfo>> {
-        let response: DesiredLrpSchedulingInfosResponse = self.rpc("/v1/desired_lrp_scheduling_infos/list", filter).await?;
+    pub async fn scheduling_infos(
+        &self,
+        filter: &DesiredLrpsRequest,
+    ) -> Result<Vec<DesiredLrpSchedulingInfo>> {
+        let response: DesiredLrpSchedulingInfosResponse = self
+            .rpc("/v1/desired_lrp_scheduling_infos/list", filter)
+            .await?;
         Ok(response.desired_lrp_scheduling_infos)
     }
 
     // ---- actual LRPs ----
 
     pub async fn actual_lrps(&self, filter: &ActualLrpsRequest) -> Result<Vec<ActualLrp>> {
-        Ok(self.rpc::<_, ActualLrpsResponse>("/v1/actual_lrps/list", filter).await?.actual_lrps)
+        Ok(self
+            .rpc::<_, ActualLrpsResponse>("/v1/actual_lrps/list", filter)
+            .await?
+            .actual_lrps)
     }
 
     pub async fn claim_actual_lrp(&self, request: &ClaimActualLrpRequest) -> Result<()> {
@@ -175,27 +224,52 @@ impl BbsClient {
     }
 
     pub async fn retire_actual_lrp(&self, key: &ActualLrpKey) -> Result<()> {
-        self.unit("/v1/actual_lrps/retire", &RetireActualLrpRequest { actual_lrp_key: key.clone() }).await
+        self.unit(
+            "/v1/actual_lrps/retire",
+            &RetireActualLrpRequest {
+                actual_lrp_key: key.clone(),
+            },
+        )
+        .await
     }
 
     pub async fn evacuate_claimed(&self, request: &EvacuateActualLrpRequest) -> Result<bool> {
-        Ok(self.rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_claimed", request).await?.keep_container)
+        Ok(self
+            .rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_claimed", request)
+            .await?
+            .keep_container)
     }
 
-    pub async fn evacuate_running(&self, request: &EvacuateRunningActualLrpRequest) -> Result<bool> {
-        Ok(self.rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_running.r1", request).await?.keep_container)
+    pub async fn evacuate_running(
+        &self,
+        request: &EvacuateRunningActualLrpRequest,
+    ) -> Result<bool> {
+        Ok(self
+            .rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_running.r1", request)
+            .await?
+            .keep_container)
     }
 
     pub async fn evacuate_stopped(&self, request: &EvacuateActualLrpRequest) -> Result<bool> {
-        Ok(self.rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_stopped", request).await?.keep_container)
+        Ok(self
+            .rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_stopped", request)
+            .await?
+            .keep_container)
     }
 
-    pub async fn evacuate_crashed(&self, request: &EvacuateCrashedActualLrpRequest) -> Result<bool> {
-        Ok(self.rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_crashed", request).await?.keep_container)
+    pub async fn evacuate_crashed(
+        &self,
+        request: &EvacuateCrashedActualLrpRequest,
+    ) -> Result<bool> {
+        Ok(self
+            .rpc::<_, EvacuationResponse>("/v1/actual_lrps/evacuate_crashed", request)
+            .await?
+            .keep_container)
     }
 
     pub async fn remove_evacuating(&self, request: &EvacuateActualLrpRequest) -> Result<()> {
-        self.unit("/v1/actual_lrps/remove_evacuating", request).await
+        self.unit("/v1/actual_lrps/remove_evacuating", request)
+            .await
     }
 
     // ---- tasks ----
@@ -206,20 +280,46 @@ impl BbsClient {
 
     /// Returns whether the rep should start the task (false if it already runs on this cell).
     pub async fn start_task(&self, task_guid: &str, cell_id: &str) -> Result<bool> {
-        let request = StartTaskRequest { task_guid: task_guid.into(), cell_id: cell_id.into() };
-        Ok(self.rpc::<_, StartTaskResponse>("/v1/tasks/start", &request).await?.should_start)
+        let request = StartTaskRequest {
+            task_guid: task_guid.into(),
+            cell_id: cell_id.into(),
+        };
+        Ok(self
+            .rpc::<_, StartTaskResponse>("/v1/tasks/start", &request)
+            .await?
+            .should_start)
     }
 
     pub async fn cancel_task(&self, task_guid: &str) -> Result<()> {
-        self.unit("/v1/tasks/cancel", &TaskGuidRequest { task_guid: task_guid.into() }).await
+        self.unit(
+            "/v1/tasks/cancel",
+            &TaskGuidRequest {
+                task_guid: task_guid.into(),
+            },
+        )
+        .await
     }
 
     pub async fn fail_task(&self, task_guid: &str, reason: &str) -> Result<()> {
-        self.unit("/v1/tasks/fail", &FailTaskRequest { task_guid: task_guid.into(), failure_reason: reason.into() }).await
+        self.unit(
+            "/v1/tasks/fail",
+            &FailTaskRequest {
+                task_guid: task_guid.into(),
+                failure_reason: reason.into(),
+            },
+        )
+        .await
     }
 
     pub async fn reject_task(&self, task_guid: &str, reason: &str) -> Result<()> {
-        self.unit("/v1/tasks/reject", &RejectTaskRequest { task_guid: task_guid.into(), rejection_reason: reason.into() }).await
+        self.unit(
+            "/v1/tasks/reject",
+            &RejectTaskRequest {
+                task_guid: task_guid.into(),
+                rejection_reason: reason.into(),
+            },
+        )
+        .await
     }
 
     pub async fn complete_task(&self, request: &CompleteTaskRequest) -> Result<()> {
@@ -227,47 +327,109 @@ impl BbsClient {
     }
 
     pub async fn resolving_task(&self, task_guid: &str) -> Result<()> {
-        self.unit("/v1/tasks/resolving", &TaskGuidRequest { task_guid: task_guid.into() }).await
+        self.unit(
+            "/v1/tasks/resolving",
+            &TaskGuidRequest {
+                task_guid: task_guid.into(),
+            },
+        )
+        .await
     }
 
     pub async fn delete_task(&self, task_guid: &str) -> Result<()> {
-        self.unit("/v1/tasks/delete", &TaskGuidRequest { task_guid: task_guid.into() }).await
+        self.unit(
+            "/v1/tasks/delete",
+            &TaskGuidRequest {
+                task_guid: task_guid.into(),
+            },
+        )
+        .await
     }
 
     pub async fn tasks(&self, filter: &TasksRequest) -> Result<Vec<Task>> {
-        Ok(self.rpc::<_, TasksResponse>("/v1/tasks/list.r3", filter).await?.tasks)
+        Ok(self
+            .rpc::<_, TasksResponse>("/v1/tasks/list.r3", filter)
+            .await?
+            .tasks)
     }
 
     pub async fn task(&self, task_guid: &str) -> Result<Task> {
-        Ok(self.rpc::<_, TaskResponse>("/v1/tasks/get_by_task_guid.r3", &TaskGuidRequest { task_guid: task_guid.into() }).await?.task)
+        Ok(self
+            .rpc::<_, TaskResponse>(
+                "/v1/tasks/get_by_task_guid.r3",
+                &TaskGuidRequest {
+                    task_guid: task_guid.into(),
+                },
+            )
+            .await?
+            .task)
     }
 
     // ---- cells, locks, store ----
 
     pub async fn cells(&self) -> Result<Vec<CellPresence>> {
-        Ok(self.rpc::<_, CellsResponse>("/v1/cells/list.r1", &EmptyRequest {}).await?.cells)
+        Ok(self
+            .rpc::<_, CellsResponse>("/v1/cells/list.r1", &EmptyRequest {})
+            .await?
+            .cells)
     }
 
     /// Takes or renews a lock; call again before `ttl_seconds` run out to keep it.
     pub async fn lock(&self, key: &str, owner: &str, value: &str, ttl_seconds: i64) -> Result<()> {
-        let resource = LockResource { key: key.into(), owner: owner.into(), value: value.into(), lock_type: LockType::Lock };
-        self.unit("/v1/locks/lock", &LockRequest { resource, ttl_in_seconds: ttl_seconds }).await
+        let resource = LockResource {
+            key: key.into(),
+            owner: owner.into(),
+            value: value.into(),
+            lock_type: LockType::Lock,
+        };
+        self.unit(
+            "/v1/locks/lock",
+            &LockRequest {
+                resource,
+                ttl_in_seconds: ttl_seconds,
+            },
+        )
+        .await
     }
 
     /// Registers or renews a cell's presence.
     pub async fn register_cell(&self, cell: &CellPresence, ttl_seconds: i64) -> Result<()> {
-        let value = serde_json::to_string(cell).map_err(|e| ClientError::Decode { route: "presence".into(), message: e.to_string() })?;
-        let resource = LockResource { key: cell.cell_id.clone(), owner: cell.cell_id.clone(), value, lock_type: LockType::Presence };
-        self.unit("/v1/locks/lock", &LockRequest { resource, ttl_in_seconds: ttl_seconds }).await
+        let value = serde_json::to_string(cell).map_err(|e| ClientError::Decode {
+            route: "presence".into(),
+            message: e.to_string(),
+        })?;
+        let resource = LockResource {
+            key: cell.cell_id.clone(),
+            owner: cell.cell_id.clone(),
+            value,
+            lock_type: LockType::Presence,
+        };
+        self.unit(
+            "/v1/locks/lock",
+            &LockRequest {
+                resource,
+                ttl_in_seconds: ttl_seconds,
+            },
+        )
+        .await
     }
 
     pub async fn release_lock(&self, key: &str, owner: &str, lock_type: LockType) -> Result<()> {
-        let resource = LockResource { key: key.into(), owner: owner.into(), value: String::new(), lock_type };
-        self.unit("/v1/locks/release", &ReleaseLockRequest { resource }).await
+        let resource = LockResource {
+            key: key.into(),
+            owner: owner.into(),
+            value: String::new(),
+            lock_type,
+        };
+        self.unit("/v1/locks/release", &ReleaseLockRequest { resource })
+            .await
     }
 
     pub async fn fetch_lock(&self, key: &str) -> Result<LockResource> {
-        Ok(self.rpc::<_, FetchLockResponse>("/v1/locks/fetch", &FetchLockRequest { key: key.into() }).await?.resource)
+        Ok(self
+            .rpc::<_, FetchLockResponse>("/v1/locks/fetch", &FetchLockRequest { key: key.into() })
+            .await?
+            .resource)
     }
 
     pub async fn store_health(&self) -> Result<StoreHealthResponse> {
@@ -278,38 +440,78 @@ impl BbsClient {
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         decode_response("/v1/store/health", response).await
     }
 
     /// The BBS's OpenAPI description.
     pub async fn openapi(&self) -> Result<serde_json::Value> {
         let url = format!("{}/v1/openapi.json", self.base);
-        let response = self.http.get(&url).send().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
         decode_response("/v1/openapi.json", response).await
     }
 
     async fn unit<Req: Serialize + ?Sized>(&self, route: &str, request: &Req) -> Result<()> {
-        self.rpc::<_, serde_json::Value>(route, request).await.map(|_| ())
+        self.rpc::<_, serde_json::Value>(route, request)
+            .await
+            .map(|_| ())
     }
 
     /// Follows an event stream from now on (or after `last_event_id`), reconnecting by itself.
-    pub fn subscribe(&self, stream: EventStream, cell_id: Option<String>, last_event_id: Option<String>) -> Subscription {
-        Subscription { client: self.clone(), stream, cell_id, last_event_id, current: None, reconnects: 0 }
+    pub fn subscribe(
+        &self,
+        stream: EventStream,
+        cell_id: Option<String>,
+        last_event_id: Option<String>,
+    ) -> Subscription {
+        Subscription {
+            client: self.clone(),
+            stream,
+            cell_id,
+            last_event_id,
+            current: None,
+            reconnects: 0,
+        }
     }
 }
 
-async fn decode_response<Resp: DeserializeOwned>(route: &str, response: reqwest::Response) -> Result<Resp> {
+async fn decode_response<Resp: DeserializeOwned>(
+    route: &str,
+    response: reqwest::Response,
+) -> Result<Resp> {
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| ClientError::Decode { route: route.into(), message: e.to_string() })?;
+    let body = response.bytes().await.map_err(|e| ClientError::Decode {
+        route: route.into(),
+        message: e.to_string(),
+    })?;
     if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| ClientError::Decode { route: route.into(), message: e.to_string() });
+        return serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            route: route.into(),
+            message: e.to_string(),
+        });
     }
     let error = match serde_json::from_slice::<ErrorResponse>(&body) {
         Ok(response) => response.error,
-        Err(_) => BbsError::new(ErrorType::from_http_status(status.as_u16()), format!("{status}: {}", String::from_utf8_lossy(&body))),
+        Err(_) => BbsError::new(
+            ErrorType::from_http_status(status.as_u16()),
+            format!("{status}: {}", String::from_utf8_lossy(&body)),
+        ),
     };
-    Err(ClientError::Bbs { route: route.into(), error })
+    Err(ClientError::Bbs {
+        route: route.into(),
+        error,
+    })
 }
 
 /// An event subscription. [`Subscription::next`] reconnects after a broken connection with the
@@ -325,7 +527,10 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("stream", &self.stream).field("last_event_id", &self.last_event_id).finish()
+        f.debug_struct("Subscription")
+            .field("stream", &self.stream)
+            .field("last_event_id", &self.last_event_id)
+            .finish()
     }
 }
 
@@ -344,7 +549,9 @@ impl Subscription {
         Ok(())
     }
 
-    async fn open(&self) -> Result<BoxStream<'static, std::result::Result<eventsource_stream::Event, String>>> {
+    async fn open(
+        &self,
+    ) -> Result<BoxStream<'static, std::result::Result<eventsource_stream::Event, String>>> {
         let url = format!("{}{}", self.client.base, self.stream.path());
         let mut request = self.client.http.get(&url);
         if let Some(cell) = &self.cell_id {
@@ -353,13 +560,26 @@ impl Subscription {
         if let Some(id) = &self.last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        let response = request.send().await.map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        let response = request.send().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         if !response.status().is_success() {
-            return Err(decode_response::<serde_json::Value>(self.stream.path(), response).await.err().unwrap_or_else(|| {
-                ClientError::Decode { route: url.clone(), message: "error status without error".into() }
-            }));
+            return Err(
+                decode_response::<serde_json::Value>(self.stream.path(), response)
+                    .await
+                    .err()
+                    .unwrap_or_else(|| ClientError::Decode {
+                        route: url.clone(),
+                        message: "error status without error".into(),
+                    }),
+            );
         }
-        Ok(response.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string())).boxed())
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .boxed())
     }
 
     /// The next event, or an error the subscription cannot recover from (e.g. the resume point
@@ -384,15 +604,20 @@ impl Subscription {
                     Err(e) => return Err(e),
                 }
             }
-            let Some(stream) = self.current.as_mut() else { continue };
+            let Some(stream) = self.current.as_mut() else {
+                continue;
+            };
             match stream.next().await {
                 Some(Ok(sse)) if sse.event == "error" => {
                     self.current = None;
                     self.backoff(&sse.data).await;
                 }
                 Some(Ok(sse)) => {
-                    let event: Event = serde_json::from_str(&sse.data)
-                        .map_err(|e| ClientError::Decode { route: self.stream.path().into(), message: format!("event {}: {e}", sse.id) })?;
+                    let event: Event =
+                        serde_json::from_str(&sse.data).map_err(|e| ClientError::Decode {
+                            route: self.stream.path().into(),
+                            message: format!("event {}: {e}", sse.id),
+                        })?;
                     if !sse.id.is_empty() {
                         self.last_event_id = Some(sse.id.clone());
                     }

@@ -107,7 +107,11 @@ pub struct TimeoutAction {
 impl TimeoutAction {
     /// The effective timeout in milliseconds.
     pub fn effective_timeout_ms(&self) -> i64 {
-        if self.timeout_ms > 0 { self.timeout_ms } else { self.deprecated_timeout_ns / 1_000_000 }
+        if self.timeout_ms > 0 {
+            self.timeout_ms
+        } else {
+            self.deprecated_timeout_ns / 1_000_000
+        }
     }
 }
 
@@ -177,7 +181,9 @@ impl Action {
 
     fn validate_at(&self, path: &str, depth: usize, problems: &mut Problems) {
         if depth > MAX_ACTION_DEPTH {
-            problems.add(format!("{path}: actions nest deeper than {MAX_ACTION_DEPTH}"));
+            problems.add(format!(
+                "{path}: actions nest deeper than {MAX_ACTION_DEPTH}"
+            ));
             return;
         }
         match self {
@@ -187,12 +193,14 @@ impl Action {
                 problems.check(!a.to.is_empty(), || format!("{here}.to is required"));
                 let algorithm = a.checksum_algorithm.to_ascii_lowercase();
                 problems.check(
-                    a.checksum_value.is_empty() || matches!(algorithm.as_str(), "md5" | "sha1" | "sha256"),
+                    a.checksum_value.is_empty()
+                        || matches!(algorithm.as_str(), "md5" | "sha1" | "sha256"),
                     || format!("{here}.checksum_algorithm must be md5, sha1 or sha256"),
                 );
-                problems.check(a.checksum_value.is_empty() == a.checksum_algorithm.is_empty(), || {
-                    format!("{here}: checksum_algorithm and checksum_value go together")
-                });
+                problems.check(
+                    a.checksum_value.is_empty() == a.checksum_algorithm.is_empty(),
+                    || format!("{here}: checksum_algorithm and checksum_value go together"),
+                );
             }
             Action::Upload(a) => {
                 let here = format!("{path}.upload");
@@ -200,22 +208,45 @@ impl Action {
                 problems.check(!a.to.is_empty(), || format!("{here}.to is required"));
             }
             Action::Run(a) => {
-                problems.check(!a.path.is_empty(), || format!("{path}.run.path is required"));
+                problems.check(!a.path.is_empty(), || {
+                    format!("{path}.run.path is required")
+                });
             }
             Action::Timeout(a) => {
-                problems.check(a.effective_timeout_ms() > 0, || format!("{path}.timeout.timeout_ms must be > 0"));
-                a.action.validate_at(&format!("{path}.timeout.action"), depth + 1, problems);
+                problems.check(a.effective_timeout_ms() > 0, || {
+                    format!("{path}.timeout.timeout_ms must be > 0")
+                });
+                a.action
+                    .validate_at(&format!("{path}.timeout.action"), depth + 1, problems);
             }
-            Action::EmitProgress(a) => a.action.validate_at(&format!("{path}.emit_progress.action"), depth + 1, problems),
-            Action::Try(a) => a.action.validate_at(&format!("{path}.try.action"), depth + 1, problems),
-            Action::Parallel(a) => Self::validate_list(path, "parallel", &a.actions, depth, problems),
+            Action::EmitProgress(a) => {
+                a.action
+                    .validate_at(&format!("{path}.emit_progress.action"), depth + 1, problems)
+            }
+            Action::Try(a) => {
+                a.action
+                    .validate_at(&format!("{path}.try.action"), depth + 1, problems)
+            }
+            Action::Parallel(a) => {
+                Self::validate_list(path, "parallel", &a.actions, depth, problems)
+            }
             Action::Serial(a) => Self::validate_list(path, "serial", &a.actions, depth, problems),
-            Action::Codependent(a) => Self::validate_list(path, "codependent", &a.actions, depth, problems),
+            Action::Codependent(a) => {
+                Self::validate_list(path, "codependent", &a.actions, depth, problems)
+            }
         }
     }
 
-    fn validate_list(path: &str, kind: &str, actions: &[Action], depth: usize, problems: &mut Problems) {
-        problems.check(!actions.is_empty(), || format!("{path}.{kind}.actions may not be empty"));
+    fn validate_list(
+        path: &str,
+        kind: &str,
+        actions: &[Action],
+        depth: usize,
+        problems: &mut Problems,
+    ) {
+        problems.check(!actions.is_empty(), || {
+            format!("{path}.{kind}.actions may not be empty")
+        });
         for (i, action) in actions.iter().enumerate() {
             action.validate_at(&format!("{path}.{kind}[{i}]"), depth + 1, problems);
         }
@@ -259,8 +290,14 @@ mod tests {
         let mut problems = Problems::new();
         action.validate_into("action", &mut problems);
         let message = problems.into_request_result().unwrap_err().message;
-        assert!(message.contains("action.serial[0].run.path is required"), "{message}");
-        assert!(message.contains("action.serial[1].timeout.timeout_ms must be > 0"), "{message}");
+        assert!(
+            message.contains("action.serial[0].run.path is required"),
+            "{message}"
+        );
+        assert!(
+            message.contains("action.serial[1].timeout.timeout_ms must be > 0"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -273,7 +310,10 @@ mod tests {
     fn deep_trees_are_refused() {
         let mut action = Action::run("x", &[]);
         for _ in 0..MAX_ACTION_DEPTH {
-            action = Action::Try(TryAction { action: Box::new(action), log_source: String::new() });
+            action = Action::Try(TryAction {
+                action: Box::new(action),
+                log_source: String::new(),
+            });
         }
         let mut problems = Problems::new();
         action.validate_into("action", &mut problems);

@@ -11,7 +11,20 @@ use crate::{BbsError, Timestamp};
 /// The longest crash reason kept on a record, as Diego truncates it.
 pub const MAX_CRASH_REASON_BYTES: usize = 1024;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActualLrpState {
     #[default]
@@ -21,7 +34,20 @@ pub enum ActualLrpState {
     Crashed,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Presence {
     /// The instance as the converger and the auctioneer see it.
@@ -54,12 +80,18 @@ pub struct ActualLrpKey {
 
 impl ActualLrpKey {
     pub fn new(process_guid: impl Into<String>, index: i32, domain: impl Into<String>) -> Self {
-        Self { process_guid: process_guid.into(), index, domain: domain.into() }
+        Self {
+            process_guid: process_guid.into(),
+            index,
+            domain: domain.into(),
+        }
     }
 
     pub fn validate_into(&self, p: &mut Problems) {
         p.guid("process_guid", &self.process_guid);
-        p.check(self.index >= 0, || format!("index must be >= 0, got {}", self.index));
+        p.check(self.index >= 0, || {
+            format!("index must be >= 0, got {}", self.index)
+        });
         p.name("domain", &self.domain);
     }
 }
@@ -73,7 +105,10 @@ pub struct ActualLrpInstanceKey {
 
 impl ActualLrpInstanceKey {
     pub fn new(instance_guid: impl Into<String>, cell_id: impl Into<String>) -> Self {
-        Self { instance_guid: instance_guid.into(), cell_id: cell_id.into() }
+        Self {
+            instance_guid: instance_guid.into(),
+            cell_id: cell_id.into(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,7 +130,9 @@ pub struct PortMapping {
     pub host_tls_proxy_port: u32,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PreferredAddress {
     #[default]
@@ -170,11 +207,18 @@ impl ActualLrp {
     }
 
     pub fn key(&self) -> ActualLrpKey {
-        ActualLrpKey { process_guid: self.process_guid.clone(), index: self.index, domain: self.domain.clone() }
+        ActualLrpKey {
+            process_guid: self.process_guid.clone(),
+            index: self.index,
+            domain: self.domain.clone(),
+        }
     }
 
     pub fn instance_key(&self) -> ActualLrpInstanceKey {
-        ActualLrpInstanceKey { instance_guid: self.instance_guid.clone(), cell_id: self.cell_id.clone() }
+        ActualLrpInstanceKey {
+            instance_guid: self.instance_guid.clone(),
+            cell_id: self.cell_id.clone(),
+        }
     }
 
     pub fn net_info(&self) -> ActualLrpNetInfo {
@@ -209,7 +253,12 @@ impl ActualLrp {
 
     /// Diego's `AllowsTransitionTo`: may this record move to `to` for the caller holding
     /// `instance_key`? The LRP key must always match.
-    pub fn allows_transition_to(&self, key: &ActualLrpKey, instance_key: &ActualLrpInstanceKey, to: ActualLrpState) -> bool {
+    pub fn allows_transition_to(
+        &self,
+        key: &ActualLrpKey,
+        instance_key: &ActualLrpInstanceKey,
+        to: ActualLrpState,
+    ) -> bool {
         use ActualLrpState::*;
         if self.key() != *key {
             return false;
@@ -235,17 +284,25 @@ impl ActualLrp {
         let net_empty = self.net_info().is_empty();
         match self.state {
             ActualLrpState::Unclaimed | ActualLrpState::Crashed => {
-                p.check(instance.is_empty(), || format!("{:?} must not have an instance key", self.state));
-                p.check(net_empty, || format!("{:?} must not have net info", self.state));
+                p.check(instance.is_empty(), || {
+                    format!("{:?} must not have an instance key", self.state)
+                });
+                p.check(net_empty, || {
+                    format!("{:?} must not have net info", self.state)
+                });
             }
             ActualLrpState::Claimed => {
                 instance.validate_into(&mut p);
                 p.check(net_empty, || "CLAIMED must not have net info".into());
-                p.check(self.placement_error.is_empty(), || "CLAIMED must not have a placement error".into());
+                p.check(self.placement_error.is_empty(), || {
+                    "CLAIMED must not have a placement error".into()
+                });
             }
             ActualLrpState::Running => {
                 instance.validate_into(&mut p);
-                p.check(!self.address.is_empty(), || "RUNNING requires net info with an address".into());
+                p.check(!self.address.is_empty(), || {
+                    "RUNNING requires net info with an address".into()
+                });
             }
         }
         p.into_record_result("actual LRP")
@@ -306,9 +363,17 @@ mod tests {
         ];
         for (from, to, allowed) in table {
             // Unclaimed and crashed records carry no instance key; claimed and running carry `mine`.
-            let record = if matches!(from, Unclaimed | Crashed) { lrp(from, &empty) } else { lrp(from, &mine) };
+            let record = if matches!(from, Unclaimed | Crashed) {
+                lrp(from, &empty)
+            } else {
+                lrp(from, &mine)
+            };
             for (caller, expect) in [&empty, &mine, &other].into_iter().zip(allowed) {
-                assert_eq!(record.allows_transition_to(&key, caller, to), expect, "{from:?} -> {to:?} by {caller:?}");
+                assert_eq!(
+                    record.allows_transition_to(&key, caller, to),
+                    expect,
+                    "{from:?} -> {to:?} by {caller:?}"
+                );
             }
         }
         let wrong_key = ActualLrpKey::new("pg", 1, "d");
@@ -320,7 +385,10 @@ mod tests {
         let mine = ActualLrpInstanceKey::new("i1", "c1");
         assert!(lrp(Claimed, &mine).validate().is_ok());
         assert!(lrp(Unclaimed, &mine).validate().is_err());
-        assert!(lrp(Running, &mine).validate().is_err(), "running needs net info");
+        assert!(
+            lrp(Running, &mine).validate().is_err(),
+            "running needs net info"
+        );
         let mut running = lrp(Running, &mine);
         running.address = "10.0.0.1".into();
         assert!(running.validate().is_ok());
@@ -329,7 +397,11 @@ mod tests {
     #[test]
     fn json_is_flat_like_diegos() {
         let mut l = lrp(Claimed, &ActualLrpInstanceKey::new("i1", "c1"));
-        l.ports = vec![PortMapping { container_port: 8080, host_port: 61000, ..Default::default() }];
+        l.ports = vec![PortMapping {
+            container_port: 8080,
+            host_port: 61000,
+            ..Default::default()
+        }];
         let v = serde_json::to_value(&l).unwrap();
         assert_eq!(v["process_guid"], "pg");
         assert_eq!(v["instance_guid"], "i1");

@@ -43,10 +43,18 @@ impl CellPresence {
     pub fn validate(&self) -> Result<(), BbsError> {
         let mut p = Problems::new();
         p.name("cell_id", &self.cell_id);
-        p.check(!self.rep_address.is_empty(), || "rep_address is required".into());
-        p.check(self.capacity.memory_mb > 0, || "capacity.memory_mb must be > 0".into());
-        p.check(self.capacity.disk_mb >= 0, || "capacity.disk_mb must be >= 0".into());
-        p.check(self.capacity.containers > 0, || "capacity.containers must be > 0".into());
+        p.check(!self.rep_address.is_empty(), || {
+            "rep_address is required".into()
+        });
+        p.check(self.capacity.memory_mb > 0, || {
+            "capacity.memory_mb must be > 0".into()
+        });
+        p.check(self.capacity.disk_mb >= 0, || {
+            "capacity.disk_mb must be >= 0".into()
+        });
+        p.check(self.capacity.containers > 0, || {
+            "capacity.containers must be > 0".into()
+        });
         p.into_record_result("cell presence")
     }
 }

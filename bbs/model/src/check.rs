@@ -43,13 +43,18 @@ pub struct HttpCheck {
 
 impl CheckDefinition {
     pub fn validate_into(&self, problems: &mut Problems) {
-        for (kind, checks) in [("checks", &self.checks), ("readiness_checks", &self.readiness_checks)] {
+        for (kind, checks) in [
+            ("checks", &self.checks),
+            ("readiness_checks", &self.readiness_checks),
+        ] {
             for (i, check) in checks.iter().enumerate() {
                 let here = format!("check_definition.{kind}[{i}]");
                 match (&check.tcp_check, &check.http_check) {
                     (Some(tcp), None) => valid_port(problems, &here, tcp.port),
                     (None, Some(http)) => valid_port(problems, &here, http.port),
-                    _ => problems.add(format!("{here} must have exactly one of tcp_check and http_check")),
+                    _ => problems.add(format!(
+                        "{here} must have exactly one of tcp_check and http_check"
+                    )),
                 }
             }
         }
@@ -57,5 +62,7 @@ impl CheckDefinition {
 }
 
 fn valid_port(problems: &mut Problems, here: &str, port: u32) {
-    problems.check((1..=65535).contains(&port), || format!("{here}.port must be 1 to 65535"));
+    problems.check((1..=65535).contains(&port), || {
+        format!("{here}.port must be 1 to 65535")
+    });
 }

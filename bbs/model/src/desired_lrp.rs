@@ -27,7 +27,10 @@ pub struct EnvironmentVariable {
 
 impl EnvironmentVariable {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { name: name.into(), value: value.into() }
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -218,7 +221,9 @@ impl DesiredLrp {
         p.guid("process_guid", &self.process_guid);
         p.name("domain", &self.domain);
         validate_rootfs(&mut p, &self.rootfs);
-        p.check(self.instances >= 0, || format!("instances must be >= 0, got {}", self.instances));
+        p.check(self.instances >= 0, || {
+            format!("instances must be >= 0, got {}", self.instances)
+        });
         match &self.action {
             Some(action) => action.validate_into("action", &mut p),
             None => p.add("action is required"),
@@ -234,37 +239,59 @@ impl DesiredLrp {
                 Some(action) => action.validate_into(&format!("sidecars[{i}].action"), &mut p),
                 None => p.add(format!("sidecars[{i}].action is required")),
             }
-            p.check(sidecar.memory_mb >= 0 && sidecar.disk_mb >= 0, || format!("sidecars[{i}] limits must be >= 0"));
+            p.check(sidecar.memory_mb >= 0 && sidecar.disk_mb >= 0, || {
+                format!("sidecars[{i}] limits must be >= 0")
+            });
         }
         if let Some(checks) = &self.check_definition {
             checks.validate_into(&mut p);
         }
-        p.check(self.start_timeout_ms >= 0, || "start_timeout_ms must be >= 0".into());
-        p.check(self.cpu_weight <= 100, || format!("cpu_weight must be 0 to 100, got {}", self.cpu_weight));
-        p.check(self.memory_mb >= 0, || format!("memory_mb must be >= 0, got {}", self.memory_mb));
-        p.check(self.disk_mb >= 0, || format!("disk_mb must be >= 0, got {}", self.disk_mb));
-        p.check(self.max_pids >= 0, || format!("max_pids must be >= 0, got {}", self.max_pids));
+        p.check(self.start_timeout_ms >= 0, || {
+            "start_timeout_ms must be >= 0".into()
+        });
+        p.check(self.cpu_weight <= 100, || {
+            format!("cpu_weight must be 0 to 100, got {}", self.cpu_weight)
+        });
+        p.check(self.memory_mb >= 0, || {
+            format!("memory_mb must be >= 0, got {}", self.memory_mb)
+        });
+        p.check(self.disk_mb >= 0, || {
+            format!("disk_mb must be >= 0, got {}", self.disk_mb)
+        });
+        p.check(self.max_pids >= 0, || {
+            format!("max_pids must be >= 0, got {}", self.max_pids)
+        });
         for port in &self.ports {
-            p.check((1..=65535).contains(port), || format!("ports: {port} is not 1 to 65535"));
+            p.check((1..=65535).contains(port), || {
+                format!("ports: {port} is not 1 to 65535")
+            });
         }
         validate_annotation(&mut p, &self.annotation);
         if let Some(routes) = &self.routes {
             validate_routes(&mut p, routes);
         }
-        p.check(self.image_username.is_empty() == self.image_password.is_empty(), || {
-            "image_username and image_password go together".into()
-        });
+        p.check(
+            self.image_username.is_empty() == self.image_password.is_empty(),
+            || "image_username and image_password go together".into(),
+        );
         for (i, env) in self.env.iter().enumerate() {
-            p.check(!env.name.is_empty(), || format!("env[{i}].name is required"));
+            p.check(!env.name.is_empty(), || {
+                format!("env[{i}].name is required")
+            });
         }
         for (i, rule) in self.egress_rules.iter().enumerate() {
-            p.check(matches!(rule.protocol.as_str(), "tcp" | "udp" | "icmp" | "all"), || {
-                format!("egress_rules[{i}].protocol must be tcp, udp, icmp or all")
+            p.check(
+                matches!(rule.protocol.as_str(), "tcp" | "udp" | "icmp" | "all"),
+                || format!("egress_rules[{i}].protocol must be tcp, udp, icmp or all"),
+            );
+            p.check(!rule.destinations.is_empty(), || {
+                format!("egress_rules[{i}].destinations is required")
             });
-            p.check(!rule.destinations.is_empty(), || format!("egress_rules[{i}].destinations is required"));
         }
         if let Some(limit) = &self.log_rate_limit {
-            p.check(limit.bytes_per_second >= -1, || "log_rate_limit.bytes_per_second must be >= -1".into());
+            p.check(limit.bytes_per_second >= -1, || {
+                "log_rate_limit.bytes_per_second must be >= -1".into()
+            });
         }
         p.into_record_result("desired LRP")
     }
@@ -285,7 +312,11 @@ impl DesiredLrp {
             modification_tag: self.modification_tag.clone(),
             placement_tags: self.placement_tags.clone(),
             volume_placement: VolumePlacement {
-                driver_names: self.volume_mounts.iter().map(|m| m.driver.clone()).collect(),
+                driver_names: self
+                    .volume_mounts
+                    .iter()
+                    .map(|m| m.driver.clone())
+                    .collect(),
             },
         }
     }
@@ -332,23 +363,35 @@ impl DesiredLrp {
 fn validate_rootfs(p: &mut Problems, rootfs: &str) {
     match rootfs.split_once(':') {
         Some((scheme, rest)) if !scheme.is_empty() && !rest.is_empty() => {
-            p.check(scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)), || {
-                format!("rootfs {rootfs:?} has an invalid scheme")
-            });
+            p.check(
+                scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)),
+                || format!("rootfs {rootfs:?} has an invalid scheme"),
+            );
         }
-        _ => p.add(format!("rootfs {rootfs:?} must be a URL such as preloaded:cflinuxfs4 or docker:///busybox")),
+        _ => p.add(format!(
+            "rootfs {rootfs:?} must be a URL such as preloaded:cflinuxfs4 or docker:///busybox"
+        )),
     }
 }
 
 fn validate_annotation(p: &mut Problems, annotation: &str) {
     p.check(annotation.len() <= MAX_ANNOTATION_BYTES, || {
-        format!("annotation is {} bytes, more than {MAX_ANNOTATION_BYTES}", annotation.len())
+        format!(
+            "annotation is {} bytes, more than {MAX_ANNOTATION_BYTES}",
+            annotation.len()
+        )
     });
 }
 
 fn validate_routes(p: &mut Problems, routes: &Routes) {
-    let size = serde_json::to_vec(routes).map(|v| v.len()).unwrap_or(usize::MAX);
-    p.check(size <= MAX_ROUTES_BYTES, || format!("routes are {size} bytes, more than {MAX_ROUTES_BYTES}"));
+    let size = serde_json::to_vec(routes)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    p.check(size <= MAX_ROUTES_BYTES, || {
+        format!("routes are {size} bytes, more than {MAX_ROUTES_BYTES}")
+    });
 }
 
 /// `volume_placement`: the volume drivers a cell must have.
@@ -402,7 +445,9 @@ impl DesiredLrpUpdate {
     pub fn validate(&self) -> Result<(), crate::BbsError> {
         let mut p = Problems::new();
         if let Some(instances) = self.instances {
-            p.check(instances >= 0, || format!("instances must be >= 0, got {instances}"));
+            p.check(instances >= 0, || {
+                format!("instances must be >= 0, got {instances}")
+            });
         }
         if let Some(annotation) = &self.annotation {
             validate_annotation(&mut p, annotation);
@@ -437,22 +482,37 @@ mod tests {
         let lrp = sample();
         lrp.validate().unwrap();
         let json = serde_json::to_string(&lrp).unwrap();
-        assert!(json.contains(r#""rootfs":"preloaded:cflinuxfs4""#), "{json}");
+        assert!(
+            json.contains(r#""rootfs":"preloaded:cflinuxfs4""#),
+            "{json}"
+        );
         assert_eq!(serde_json::from_str::<DesiredLrp>(&json).unwrap(), lrp);
     }
 
     #[test]
     fn validation_names_every_problem() {
-        let lrp = DesiredLrp { process_guid: "a/b".into(), instances: -1, rootfs: "nope".into(), action: None, ..sample() };
+        let lrp = DesiredLrp {
+            process_guid: "a/b".into(),
+            instances: -1,
+            rootfs: "nope".into(),
+            action: None,
+            ..sample()
+        };
         let message = lrp.validate().unwrap_err().message;
-        for part in ["process_guid", "instances must be >= 0", "rootfs", "action is required"] {
+        for part in [
+            "process_guid",
+            "instances must be >= 0",
+            "rootfs",
+            "action is required",
+        ] {
             assert!(message.contains(part), "{part} missing from {message}");
         }
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = serde_json::from_str::<DesiredLrp>(r#"{"process_guid":"x","instnaces":3}"#).unwrap_err();
+        let err = serde_json::from_str::<DesiredLrp>(r#"{"process_guid":"x","instnaces":3}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("instnaces"), "{err}");
     }
 
@@ -460,8 +520,18 @@ mod tests {
     fn updates_apply_only_what_they_name() {
         let mut lrp = sample();
         assert!(!lrp.apply(&DesiredLrpUpdate::default()));
-        assert!(lrp.apply(&DesiredLrpUpdate { instances: Some(5), ..Default::default() }));
+        assert!(lrp.apply(&DesiredLrpUpdate {
+            instances: Some(5),
+            ..Default::default()
+        }));
         assert_eq!((lrp.instances, lrp.memory_mb), (5, 128));
-        assert!(DesiredLrpUpdate { instances: Some(-1), ..Default::default() }.validate().is_err());
+        assert!(
+            DesiredLrpUpdate {
+                instances: Some(-1),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -50,12 +50,24 @@ impl ErrorType {
     pub fn http_status(self) -> u16 {
         use ErrorType::*;
         match self {
-            InvalidRecord | InvalidRequest | InvalidProtobufMessage | InvalidJson | FailedToOpenEnvelope
+            InvalidRecord
+            | InvalidRequest
+            | InvalidProtobufMessage
+            | InvalidJson
+            | FailedToOpenEnvelope
             | Deserialize => 400,
             ResourceNotFound => 404,
-            ResourceExists | ResourceConflict | InvalidStateTransition | ActualLrpCannotBeClaimed
-            | ActualLrpCannotBeStarted | ActualLrpCannotBeCrashed | ActualLrpCannotBeFailed
-            | ActualLrpCannotBeRemoved | ActualLrpCannotBeUnclaimed | RunningOnDifferentCell | LockCollision => 409,
+            ResourceExists
+            | ResourceConflict
+            | InvalidStateTransition
+            | ActualLrpCannotBeClaimed
+            | ActualLrpCannotBeStarted
+            | ActualLrpCannotBeCrashed
+            | ActualLrpCannotBeFailed
+            | ActualLrpCannotBeRemoved
+            | ActualLrpCannotBeUnclaimed
+            | RunningOnDifferentCell
+            | LockCollision => 409,
             Unavailable | Deadlock => 503,
             Timeout => 504,
             UnknownError | InvalidResponse | RouterError | GuidGeneration | Unrecoverable => 500,
@@ -76,7 +88,9 @@ impl ErrorType {
 }
 
 /// An error as the BBS reports it: `{"type": "ResourceNotFound", "message": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, utoipa::ToSchema,
+)]
 #[error("{kind:?}: {message}")]
 pub struct BbsError {
     #[serde(rename = "type")]
@@ -86,7 +100,10 @@ pub struct BbsError {
 
 impl BbsError {
     pub fn new(kind: ErrorType, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
@@ -110,7 +127,10 @@ impl BbsError {
     }
 
     pub fn transition(from: impl std::fmt::Debug, to: impl std::fmt::Debug) -> Self {
-        Self::new(ErrorType::InvalidStateTransition, format!("Cannot transition from {from:?} to {to:?}"))
+        Self::new(
+            ErrorType::InvalidStateTransition,
+            format!("Cannot transition from {from:?} to {to:?}"),
+        )
     }
 }
 
@@ -122,7 +142,10 @@ mod tests {
     fn errors_serialize_with_diego_names() {
         let e = BbsError::new(ErrorType::ActualLrpCannotBeClaimed, "nope");
         let json = serde_json::to_string(&e).unwrap();
-        assert_eq!(json, r#"{"type":"ActualLRPCannotBeClaimed","message":"nope"}"#);
+        assert_eq!(
+            json,
+            r#"{"type":"ActualLRPCannotBeClaimed","message":"nope"}"#
+        );
         assert_eq!(serde_json::from_str::<BbsError>(&json).unwrap(), e);
         assert_eq!(ErrorType::InvalidJson as i32, 7);
         assert_eq!(e.kind.http_status(), 409);

@@ -27,11 +27,14 @@ pub mod validate;
 
 pub use actions::Action;
 pub use actual_lrp::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, ActualLrpState, PortMapping, Presence,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, ActualLrpState, PortMapping,
+    Presence,
 };
 pub use cell::{CellCapacity, CellPresence, Provider};
 pub use check::{Check, CheckDefinition, HttpCheck, TcpCheck};
-pub use desired_lrp::{DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, EnvironmentVariable};
+pub use desired_lrp::{
+    DesiredLrp, DesiredLrpSchedulingInfo, DesiredLrpUpdate, EnvironmentVariable,
+};
 pub use error::{BbsError, ErrorType};
 pub use events::Event;
 pub use modification_tag::ModificationTag;

@@ -12,8 +12,8 @@ use crate::desired_lrp::DesiredLrpSchedulingInfo;
 use crate::task::TaskDefinition;
 use crate::validate::Problems;
 use crate::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, BbsError, CellPresence, DesiredLrp,
-    DesiredLrpUpdate, Task,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, BbsError, CellPresence,
+    DesiredLrp, DesiredLrpUpdate, Task,
 };
 
 /// The body of every failed request.
@@ -163,7 +163,9 @@ impl ActualLrpsRequest {
             p.guid("process_guid", &self.process_guid);
         }
         if self.index.is_some() {
-            p.check(!self.process_guid.is_empty(), || "index needs a process_guid".into());
+            p.check(!self.process_guid.is_empty(), || {
+                "index needs a process_guid".into()
+            });
         }
         p.into_request_result()
     }
@@ -192,7 +194,9 @@ impl ClaimActualLrpRequest {
     pub fn validate(&self) -> Result<(), BbsError> {
         let mut p = Problems::new();
         p.guid("process_guid", &self.process_guid);
-        p.check(self.index >= 0, || format!("index must be >= 0, got {}", self.index));
+        p.check(self.index >= 0, || {
+            format!("index must be >= 0, got {}", self.index)
+        });
         self.actual_lrp_instance_key.validate_into(&mut p);
         p.into_request_result()
     }
@@ -216,7 +220,9 @@ impl StartActualLrpRequest {
         let mut p = Problems::new();
         self.actual_lrp_key.validate_into(&mut p);
         self.actual_lrp_instance_key.validate_into(&mut p);
-        p.check(!self.actual_lrp_net_info.address.is_empty(), || "actual_lrp_net_info.address is required".into());
+        p.check(!self.actual_lrp_net_info.address.is_empty(), || {
+            "actual_lrp_net_info.address is required".into()
+        });
         p.into_request_result()
     }
 }
@@ -246,7 +252,9 @@ impl FailActualLrpRequest {
     pub fn validate(&self) -> Result<(), BbsError> {
         let mut p = Problems::new();
         self.actual_lrp_key.validate_into(&mut p);
-        p.check(!self.error_message.is_empty(), || "error_message is required".into());
+        p.check(!self.error_message.is_empty(), || {
+            "error_message is required".into()
+        });
         p.into_request_result()
     }
 }
@@ -279,7 +287,9 @@ impl RemoveActualLrpRequest {
     pub fn validate(&self) -> Result<(), BbsError> {
         let mut p = Problems::new();
         p.guid("process_guid", &self.process_guid);
-        p.check(self.index >= 0, || format!("index must be >= 0, got {}", self.index));
+        p.check(self.index >= 0, || {
+            format!("index must be >= 0, got {}", self.index)
+        });
         p.into_request_result()
     }
 }
@@ -451,7 +461,11 @@ impl CompleteTaskRequest {
         p.guid("task_guid", &self.task_guid);
         p.name("cell_id", &self.cell_id);
         p.check(self.result.len() <= crate::task::MAX_RESULT_BYTES, || {
-            format!("result is {} bytes, more than {}", self.result.len(), crate::task::MAX_RESULT_BYTES)
+            format!(
+                "result is {} bytes, more than {}",
+                self.result.len(),
+                crate::task::MAX_RESULT_BYTES
+            )
         });
         p.into_request_result()
     }
@@ -524,9 +538,15 @@ impl LockRequest {
     pub fn validate(&self) -> Result<(), BbsError> {
         let mut p = Problems::new();
         self.resource.validate_into(&mut p);
-        p.check((1..=MAX_LOCK_TTL_SECONDS).contains(&self.ttl_in_seconds), || {
-            format!("ttl_in_seconds must be 1 to {MAX_LOCK_TTL_SECONDS}, got {}", self.ttl_in_seconds)
-        });
+        p.check(
+            (1..=MAX_LOCK_TTL_SECONDS).contains(&self.ttl_in_seconds),
+            || {
+                format!(
+                    "ttl_in_seconds must be 1 to {MAX_LOCK_TTL_SECONDS}, got {}",
+                    self.ttl_in_seconds
+                )
+            },
+        );
         p.into_request_result()
     }
 }

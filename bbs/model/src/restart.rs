@@ -22,14 +22,22 @@ pub const CRASH_RESET_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        Self { immediate_restarts: 3, max_backoff: Duration::from_secs(16 * 60), max_restart_attempts: 200 }
+        Self {
+            immediate_restarts: 3,
+            max_backoff: Duration::from_secs(16 * 60),
+            max_restart_attempts: 200,
+        }
     }
 }
 
 impl RestartPolicy {
     /// `floor(log2(ceil(max_backoff / 30s)))`: 5 with the defaults.
     pub fn max_backoff_count(&self) -> u32 {
-        let steps = self.max_backoff.as_nanos().div_ceil(CRASH_BACKOFF_MIN.as_nanos()).max(1);
+        let steps = self
+            .max_backoff
+            .as_nanos()
+            .div_ceil(CRASH_BACKOFF_MIN.as_nanos())
+            .max(1);
         u128::BITS - 1 - steps.leading_zeros()
     }
 
@@ -42,7 +50,9 @@ impl RestartPolicy {
         if crash_count >= self.max_restart_attempts {
             return None;
         }
-        let exponent = u32::try_from(crash_count - self.immediate_restarts).unwrap_or(0).min(self.max_backoff_count());
+        let exponent = u32::try_from(crash_count - self.immediate_restarts)
+            .unwrap_or(0)
+            .min(self.max_backoff_count());
         Some((CRASH_BACKOFF_MIN * 2u32.pow(exponent)).min(self.max_backoff))
     }
 
@@ -64,9 +74,19 @@ impl RestartPolicy {
     }
 
     /// The crash count after a crash of an instance that was `was_running` since `since`.
-    pub fn next_crash_count(&self, previous: i32, was_running: bool, since: Timestamp, now: Timestamp) -> i32 {
+    pub fn next_crash_count(
+        &self,
+        previous: i32,
+        was_running: bool,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> i32 {
         let reset_ns = i64::try_from(CRASH_RESET_TIMEOUT.as_nanos()).unwrap_or(i64::MAX);
-        if was_running && now.saturating_sub(since) > reset_ns { 1 } else { previous.saturating_add(1) }
+        if was_running && now.saturating_sub(since) > reset_ns {
+            1
+        } else {
+            previous.saturating_add(1)
+        }
     }
 }
 
@@ -83,7 +103,18 @@ mod tests {
         let secs: Vec<Option<u64>> = (0..10).map(|c| p.backoff(c).map(|d| d.as_secs())).collect();
         assert_eq!(
             secs,
-            vec![Some(0), Some(0), Some(0), Some(30), Some(60), Some(120), Some(240), Some(480), Some(960), Some(960)]
+            vec![
+                Some(0),
+                Some(0),
+                Some(0),
+                Some(30),
+                Some(60),
+                Some(120),
+                Some(240),
+                Some(480),
+                Some(960),
+                Some(960)
+            ]
         );
         assert_eq!(p.backoff(199).map(|d| d.as_secs()), Some(960));
         assert_eq!(p.backoff(200), None);

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::actions::{Action, File};
 use crate::desired_lrp::{
-    CachedDependency, CertificateProperties, EnvironmentVariable, ImageLayer, LogRateLimit, MetricTagValue, Network,
-    SecurityGroupRule, VolumeMount,
+    CachedDependency, CertificateProperties, EnvironmentVariable, ImageLayer, LogRateLimit,
+    MetricTagValue, Network, SecurityGroupRule, VolumeMount,
 };
 use crate::validate::Problems;
 use crate::{BbsError, Timestamp};
@@ -15,7 +15,9 @@ use crate::{BbsError, Timestamp};
 /// The longest task result Diego keeps.
 pub const MAX_RESULT_BYTES: usize = 10 * 1024;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub enum TaskState {
     #[default]
     Invalid,
@@ -82,26 +84,42 @@ impl TaskDefinition {
     pub fn validate_into(&self, p: &mut Problems) {
         match self.rootfs.split_once(':') {
             Some((scheme, rest)) if !scheme.is_empty() && !rest.is_empty() => {}
-            _ => p.add(format!("rootfs {:?} must be a URL such as preloaded:cflinuxfs4", self.rootfs)),
+            _ => p.add(format!(
+                "rootfs {:?} must be a URL such as preloaded:cflinuxfs4",
+                self.rootfs
+            )),
         }
         match &self.action {
             Some(action) => action.validate_into("action", p),
             None => p.add("action is required"),
         }
-        p.check(self.memory_mb >= 0, || format!("memory_mb must be >= 0, got {}", self.memory_mb));
-        p.check(self.disk_mb >= 0, || format!("disk_mb must be >= 0, got {}", self.disk_mb));
-        p.check(self.max_pids >= 0, || format!("max_pids must be >= 0, got {}", self.max_pids));
-        p.check(self.cpu_weight <= 100, || format!("cpu_weight must be 0 to 100, got {}", self.cpu_weight));
-        p.check(self.annotation.len() <= crate::desired_lrp::MAX_ANNOTATION_BYTES, || "annotation is too long".into());
+        p.check(self.memory_mb >= 0, || {
+            format!("memory_mb must be >= 0, got {}", self.memory_mb)
+        });
+        p.check(self.disk_mb >= 0, || {
+            format!("disk_mb must be >= 0, got {}", self.disk_mb)
+        });
+        p.check(self.max_pids >= 0, || {
+            format!("max_pids must be >= 0, got {}", self.max_pids)
+        });
+        p.check(self.cpu_weight <= 100, || {
+            format!("cpu_weight must be 0 to 100, got {}", self.cpu_weight)
+        });
+        p.check(
+            self.annotation.len() <= crate::desired_lrp::MAX_ANNOTATION_BYTES,
+            || "annotation is too long".into(),
+        );
         if !self.completion_callback_url.is_empty() {
             let url = &self.completion_callback_url;
-            p.check(url.starts_with("http://") || url.starts_with("https://"), || {
-                format!("completion_callback_url {url:?} must be an http or https URL")
-            });
+            p.check(
+                url.starts_with("http://") || url.starts_with("https://"),
+                || format!("completion_callback_url {url:?} must be an http or https URL"),
+            );
         }
-        p.check(self.image_username.is_empty() == self.image_password.is_empty(), || {
-            "image_username and image_password go together".into()
-        });
+        p.check(
+            self.image_username.is_empty() == self.image_password.is_empty(),
+            || "image_username and image_password go together".into(),
+        );
     }
 }
 
@@ -159,8 +177,15 @@ mod tests {
         let all = [Invalid, Pending, Running, Completed, Resolving];
         for from in all {
             for to in all {
-                let ok = matches!((from, to), (Pending, Running) | (Running, Completed) | (Completed, Resolving));
-                assert_eq!(from.validate_transition_to(to).is_ok(), ok, "{from:?} -> {to:?}");
+                let ok = matches!(
+                    (from, to),
+                    (Pending, Running) | (Running, Completed) | (Completed, Resolving)
+                );
+                assert_eq!(
+                    from.validate_transition_to(to).is_ok(),
+                    ok,
+                    "{from:?} -> {to:?}"
+                );
             }
         }
         let err = Running.validate_transition_to(Pending).unwrap_err();
@@ -172,7 +197,11 @@ mod tests {
         let task = Task {
             task_guid: "t1".into(),
             state: Pending,
-            task_definition: TaskDefinition { rootfs: "preloaded:x".into(), memory_mb: 64, ..Default::default() },
+            task_definition: TaskDefinition {
+                rootfs: "preloaded:x".into(),
+                memory_mb: 64,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let v = serde_json::to_value(&task).unwrap();

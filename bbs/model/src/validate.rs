@@ -30,8 +30,13 @@ impl Problems {
             self.add(format!("{field} is required"));
         } else if value.len() > MAX_GUID_LEN {
             self.add(format!("{field} is longer than {MAX_GUID_LEN} characters"));
-        } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            self.add(format!("{field} {value:?} may contain only letters, digits, '-' and '_'"));
+        } else if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.add(format!(
+                "{field} {value:?} may contain only letters, digits, '-' and '_'"
+            ));
         }
     }
 
@@ -42,7 +47,9 @@ impl Problems {
         } else if value.len() > MAX_GUID_LEN {
             self.add(format!("{field} is longer than {MAX_GUID_LEN} characters"));
         } else if value.contains('/') || value.chars().any(char::is_control) {
-            self.add(format!("{field} {value:?} may not contain '/' or control characters"));
+            self.add(format!(
+                "{field} {value:?} may not contain '/' or control characters"
+            ));
         }
     }
 
@@ -53,11 +60,15 @@ impl Problems {
 
     /// Fails with InvalidRequest naming every problem, or succeeds when there are none.
     pub fn into_request_result(self) -> Result<(), BbsError> {
-        self.into_result(|m| BbsError::invalid_request(m))
+        self.into_result(BbsError::invalid_request)
     }
 
     fn into_result(self, make: impl FnOnce(String) -> BbsError) -> Result<(), BbsError> {
-        if self.0.is_empty() { Ok(()) } else { Err(make(self.0.join("; "))) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(make(self.0.join("; ")))
+        }
     }
 }
 

@@ -26,9 +26,14 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder};
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
+};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::{ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr, ResponseBuilder, Schema};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr,
+    ResponseBuilder, Schema,
+};
 
 use crate::Bbs;
 use crate::events::{self, EventId, Filter};
@@ -65,17 +70,26 @@ fn add_schemas<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
 /// Decodes a request body: `{}` when empty; unknown fields and malformed JSON are a 400 naming
 /// the problem.
 fn decode<Req: DeserializeOwned>(body: &[u8]) -> Result<Req, BbsError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
-    serde_json::from_slice(body).map_err(|e| BbsError::new(ErrorType::InvalidJson, format!("invalid request body: {e}")))
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| BbsError::new(ErrorType::InvalidJson, format!("invalid request body: {e}")))
 }
 
 /// Reads the body up to the configured limit; a larger body is a 413 with a JSON error.
 async fn read_body(bbs: &Bbs, request: Request) -> Result<bytes::Bytes, Response> {
     let limit = bbs.config().max_body_bytes;
-    axum::body::to_bytes(request.into_body(), limit).await.map_err(|e| {
-        let error = BbsError::invalid_request(format!("request body rejected (the limit is {limit} bytes): {e}"));
-        error_response_with(StatusCode::PAYLOAD_TOO_LARGE, error)
-    })
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let error = BbsError::invalid_request(format!(
+                "request body rejected (the limit is {limit} bytes): {e}"
+            ));
+            error_response_with(StatusCode::PAYLOAD_TOO_LARGE, error)
+        })
 }
 
 fn rpc<Req, Resp, F, Fut>(path: &'static str, summary: &'static str, call: F) -> Route
@@ -117,7 +131,8 @@ where
 }
 
 fn error_response(error: BbsError) -> Response {
-    let status = StatusCode::from_u16(error.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(error.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     error_response_with(status, error)
 }
 
@@ -139,11 +154,23 @@ struct EventsQuery {
     last_event_id: Option<String>,
 }
 
-fn events_route(path: &'static str, summary: &'static str, families: &'static [EventFamily]) -> Route {
-    async fn handle(bbs: Shared, families: &'static [EventFamily], query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>, headers: HeaderMap, request: Request) -> Response {
+fn events_route(
+    path: &'static str,
+    summary: &'static str,
+    families: &'static [EventFamily],
+) -> Route {
+    async fn handle(
+        bbs: Shared,
+        families: &'static [EventFamily],
+        query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+        headers: HeaderMap,
+        request: Request,
+    ) -> Response {
         let query = match query {
             Ok(Query(q)) => q,
-            Err(e) => return error_response(BbsError::invalid_request(format!("invalid query: {e}"))),
+            Err(e) => {
+                return error_response(BbsError::invalid_request(format!("invalid query: {e}")));
+            }
         };
         // A POST may carry Diego's `{"cell_id": ...}` filter in its body.
         let body = match read_body(&bbs, request).await {
@@ -154,7 +181,9 @@ fn events_route(path: &'static str, summary: &'static str, families: &'static [E
             Ok(filter) => filter,
             Err(e) => return error_response(e),
         };
-        let cell_id = query.cell_id.or((!body_filter.cell_id.is_empty()).then_some(body_filter.cell_id));
+        let cell_id = query
+            .cell_id
+            .or((!body_filter.cell_id.is_empty()).then_some(body_filter.cell_id));
         let resume = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
@@ -165,31 +194,44 @@ fn events_route(path: &'static str, summary: &'static str, families: &'static [E
             Ok(after) => after,
             Err(e) => return error_response(e),
         };
-        let filter = Filter { families: families.to_vec(), cell_id };
+        let filter = Filter {
+            families: families.to_vec(),
+            cell_id,
+        };
         let stream = match events::subscribe(bbs.store().as_ref(), after, filter).await {
             Ok(stream) => stream,
             Err(e) => {
-                let status = if e.kind == ErrorType::ResourceNotFound { StatusCode::GONE } else { StatusCode::SERVICE_UNAVAILABLE };
+                let status = if e.kind == ErrorType::ResourceNotFound {
+                    StatusCode::GONE
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 return error_response_with(status, e);
             }
         };
         let shutdown = bbs.shutdown.clone();
-        let sse = stream.take_until(shutdown.cancelled_owned()).map(|item| -> Result<SseEvent, Infallible> {
-            Ok(match item {
-                Ok((id, event)) => SseEvent::default()
-                    .id(id.to_string())
-                    .event(event.name())
-                    .json_data(&event)
-                    .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string())),
-                // The watch broke (the store went away): say so; the client reconnects with its
-                // last id and misses nothing.
-                Err(e) => SseEvent::default().event("error").data(e.to_string()),
-            })
-        });
-        Sse::new(sse).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+        let sse = stream.take_until(shutdown.cancelled_owned()).map(
+            |item| -> Result<SseEvent, Infallible> {
+                Ok(match item {
+                    Ok((id, event)) => SseEvent::default()
+                        .id(id.to_string())
+                        .event(event.name())
+                        .json_data(&event)
+                        .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string())),
+                    // The watch broke (the store went away): say so; the client reconnects with its
+                    // last id and misses nothing.
+                    Err(e) => SseEvent::default().event("error").data(e.to_string()),
+                })
+            },
+        );
+        Sse::new(sse)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response()
     }
-    let on_get = move |State(bbs): State<Shared>, query, headers: HeaderMap, request: Request| handle(bbs, families, query, headers, request);
-    let on_post = on_get.clone();
+    let on_get = move |State(bbs): State<Shared>, query, headers: HeaderMap, request: Request| {
+        handle(bbs, families, query, headers, request)
+    };
+    let on_post = on_get;
     Route {
         path,
         summary,
@@ -208,144 +250,359 @@ fn events_route(path: &'static str, summary: &'static str, families: &'static [E
 fn routes() -> Vec<Route> {
     use diego_model::*;
     vec![
-        rpc("/v1/ping", "Is the BBS up?", |_bbs: Shared, _: EmptyRequest| async { Ok(PingResponse { available: true }) }),
+        rpc(
+            "/v1/ping",
+            "Is the BBS up?",
+            |_bbs: Shared, _: EmptyRequest| async { Ok(PingResponse { available: true }) },
+        ),
         // domains
-        rpc("/v1/domains/upsert", "Mark a domain fresh for a TTL", |bbs: Shared, req: UpsertDomainRequest| async move {
-            bbs.upsert_domain(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/domains/list", "List fresh domains", |bbs: Shared, _: EmptyRequest| async move {
-            Ok(DomainsResponse { domains: bbs.domains().await? })
-        }),
+        rpc(
+            "/v1/domains/upsert",
+            "Mark a domain fresh for a TTL",
+            |bbs: Shared, req: UpsertDomainRequest| async move {
+                bbs.upsert_domain(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/domains/list",
+            "List fresh domains",
+            |bbs: Shared, _: EmptyRequest| async move {
+                Ok(DomainsResponse {
+                    domains: bbs.domains().await?,
+                })
+            },
+        ),
         // desired LRPs
-        rpc("/v1/desired_lrp/desire.r2", "Desire an LRP (creates its instances)", |bbs: Shared, req: DesireLrpRequest| async move {
-            bbs.desire_lrp(req.desired_lrp).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/desired_lrp/update", "Update instances, routes or annotation of a desired LRP", |bbs: Shared, req: UpdateDesiredLrpRequest| async move {
-            bbs.update_desired_lrp(req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/desired_lrp/remove", "Remove a desired LRP and retire its instances", |bbs: Shared, req: RemoveDesiredLrpRequest| async move {
-            req.validate()?;
-            bbs.remove_desired_lrp(&req.process_guid).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/desired_lrps/list.r3", "List desired LRPs, by domain or process guids", |bbs: Shared, req: DesiredLrpsRequest| async move {
-            Ok(DesiredLrpsResponse { desired_lrps: bbs.desired_lrps(&req).await? })
-        }),
-        rpc("/v1/desired_lrps/get_by_process_guid.r3", "Get one desired LRP", |bbs: Shared, req: DesiredLrpByProcessGuidRequest| async move {
-            req.validate()?;
-            Ok(DesiredLrpResponse { desired_lrp: bbs.desired_lrp(&req.process_guid).await?.record })
-        }),
-        rpc("/v1/desired_lrp_scheduling_infos/list", "List scheduling infos of desired LRPs", |bbs: Shared, req: DesiredLrpsRequest| async move {
-            Ok(DesiredLrpSchedulingInfosResponse { desired_lrp_scheduling_infos: bbs.scheduling_infos(&req).await? })
-        }),
-        rpc("/v1/desired_lrp_scheduling_infos/get_by_process_guid", "Get the scheduling info of one desired LRP", |bbs: Shared, req: DesiredLrpByProcessGuidRequest| async move {
-            req.validate()?;
-            Ok(DesiredLrpSchedulingInfoResponse { desired_lrp_scheduling_info: bbs.desired_lrp(&req.process_guid).await?.record.scheduling_info() })
-        }),
-        rpc("/v1/desired_lrp_routing_infos/list", "List routing infos of desired LRPs", |bbs: Shared, req: DesiredLrpsRequest| async move {
-            Ok(DesiredLrpsResponse { desired_lrps: bbs.desired_lrps(&req).await?.iter().map(DesiredLrp::routing_info).collect() })
-        }),
+        rpc(
+            "/v1/desired_lrp/desire.r2",
+            "Desire an LRP (creates its instances)",
+            |bbs: Shared, req: DesireLrpRequest| async move {
+                bbs.desire_lrp(req.desired_lrp)
+                    .await
+                    .map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/desired_lrp/update",
+            "Update instances, routes or annotation of a desired LRP",
+            |bbs: Shared, req: UpdateDesiredLrpRequest| async move {
+                bbs.update_desired_lrp(req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/desired_lrp/remove",
+            "Remove a desired LRP and retire its instances",
+            |bbs: Shared, req: RemoveDesiredLrpRequest| async move {
+                req.validate()?;
+                bbs.remove_desired_lrp(&req.process_guid)
+                    .await
+                    .map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/desired_lrps/list.r3",
+            "List desired LRPs, by domain or process guids",
+            |bbs: Shared, req: DesiredLrpsRequest| async move {
+                Ok(DesiredLrpsResponse {
+                    desired_lrps: bbs.desired_lrps(&req).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/desired_lrps/get_by_process_guid.r3",
+            "Get one desired LRP",
+            |bbs: Shared, req: DesiredLrpByProcessGuidRequest| async move {
+                req.validate()?;
+                Ok(DesiredLrpResponse {
+                    desired_lrp: bbs.desired_lrp(&req.process_guid).await?.record,
+                })
+            },
+        ),
+        rpc(
+            "/v1/desired_lrp_scheduling_infos/list",
+            "List scheduling infos of desired LRPs",
+            |bbs: Shared, req: DesiredLrpsRequest| async move {
+                Ok(DesiredLrpSchedulingInfosResponse {
+                    desired_lrp_scheduling_infos: bbs.scheduling_infos(&req).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/desired_lrp_scheduling_infos/get_by_process_guid",
+            "Get the scheduling info of one desired LRP",
+            |bbs: Shared, req: DesiredLrpByProcessGuidRequest| async move {
+                req.validate()?;
+                Ok(DesiredLrpSchedulingInfoResponse {
+                    desired_lrp_scheduling_info: bbs
+                        .desired_lrp(&req.process_guid)
+                        .await?
+                        .record
+                        .scheduling_info(),
+                })
+            },
+        ),
+        rpc(
+            "/v1/desired_lrp_routing_infos/list",
+            "List routing infos of desired LRPs",
+            |bbs: Shared, req: DesiredLrpsRequest| async move {
+                Ok(DesiredLrpsResponse {
+                    desired_lrps: bbs
+                        .desired_lrps(&req)
+                        .await?
+                        .iter()
+                        .map(DesiredLrp::routing_info)
+                        .collect(),
+                })
+            },
+        ),
         // actual LRPs
-        rpc("/v1/actual_lrps/list", "List actual LRPs, by domain, cell, process guid and index", |bbs: Shared, req: ActualLrpsRequest| async move {
-            req.validate()?;
-            Ok(ActualLrpsResponse { actual_lrps: bbs.actual_lrps(&req).await? })
-        }),
-        rpc("/v1/actual_lrps/list_by_process_guids", "List actual LRPs of several process guids", |bbs: Shared, req: ActualLrpsByProcessGuidsRequest| async move {
-            let mut p = diego_model::validate::Problems::new();
-            for guid in &req.process_guids {
-                p.guid("process_guids[]", guid);
-            }
-            p.into_request_result()?;
-            Ok(ActualLrpsResponse { actual_lrps: bbs.actual_lrps_by_process_guids(&req.process_guids).await? })
-        }),
-        rpc("/v1/actual_lrps/claim", "A rep claims an instance", |bbs: Shared, req: ClaimActualLrpRequest| async move {
-            bbs.claim_actual_lrp(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/actual_lrps/start.r1", "A rep reports an instance running", |bbs: Shared, req: StartActualLrpRequest| async move {
-            bbs.start_actual_lrp(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/actual_lrps/crash", "A rep reports an instance crashed", |bbs: Shared, req: CrashActualLrpRequest| async move {
-            bbs.crash_actual_lrp(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/actual_lrps/fail", "The auctioneer records a placement failure", |bbs: Shared, req: FailActualLrpRequest| async move {
-            bbs.fail_actual_lrp(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/actual_lrps/remove", "Remove an instance", |bbs: Shared, req: RemoveActualLrpRequest| async move {
-            bbs.remove_actual_lrp(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/actual_lrps/retire", "Stop an instance for good", |bbs: Shared, req: RetireActualLrpRequest| async move {
-            req.validate()?;
-            bbs.retire_actual_lrp(&req.actual_lrp_key).await.map(|()| EmptyResponse {})
-        }),
+        rpc(
+            "/v1/actual_lrps/list",
+            "List actual LRPs, by domain, cell, process guid and index",
+            |bbs: Shared, req: ActualLrpsRequest| async move {
+                req.validate()?;
+                Ok(ActualLrpsResponse {
+                    actual_lrps: bbs.actual_lrps(&req).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/list_by_process_guids",
+            "List actual LRPs of several process guids",
+            |bbs: Shared, req: ActualLrpsByProcessGuidsRequest| async move {
+                let mut p = diego_model::validate::Problems::new();
+                for guid in &req.process_guids {
+                    p.guid("process_guids[]", guid);
+                }
+                p.into_request_result()?;
+                Ok(ActualLrpsResponse {
+                    actual_lrps: bbs.actual_lrps_by_process_guids(&req.process_guids).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/claim",
+            "A rep claims an instance",
+            |bbs: Shared, req: ClaimActualLrpRequest| async move {
+                bbs.claim_actual_lrp(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/start.r1",
+            "A rep reports an instance running",
+            |bbs: Shared, req: StartActualLrpRequest| async move {
+                bbs.start_actual_lrp(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/crash",
+            "A rep reports an instance crashed",
+            |bbs: Shared, req: CrashActualLrpRequest| async move {
+                bbs.crash_actual_lrp(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/fail",
+            "The auctioneer records a placement failure",
+            |bbs: Shared, req: FailActualLrpRequest| async move {
+                bbs.fail_actual_lrp(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/remove",
+            "Remove an instance",
+            |bbs: Shared, req: RemoveActualLrpRequest| async move {
+                bbs.remove_actual_lrp(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/retire",
+            "Stop an instance for good",
+            |bbs: Shared, req: RetireActualLrpRequest| async move {
+                req.validate()?;
+                bbs.retire_actual_lrp(&req.actual_lrp_key)
+                    .await
+                    .map(|()| EmptyResponse {})
+            },
+        ),
         // evacuation
-        rpc("/v1/actual_lrps/evacuate_claimed", "Evacuate a claimed instance", |bbs: Shared, req: EvacuateActualLrpRequest| async move {
-            bbs.evacuate_claimed(&req).await
-        }),
-        rpc("/v1/actual_lrps/evacuate_running.r1", "Evacuate a running instance", |bbs: Shared, req: EvacuateRunningActualLrpRequest| async move {
-            bbs.evacuate_running(&req).await
-        }),
-        rpc("/v1/actual_lrps/evacuate_stopped", "An evacuating instance stopped", |bbs: Shared, req: EvacuateActualLrpRequest| async move {
-            bbs.evacuate_stopped(&req).await
-        }),
-        rpc("/v1/actual_lrps/evacuate_crashed", "An evacuating instance crashed", |bbs: Shared, req: EvacuateCrashedActualLrpRequest| async move {
-            bbs.evacuate_crashed(&req).await
-        }),
-        rpc("/v1/actual_lrps/remove_evacuating", "Remove an evacuating copy", |bbs: Shared, req: EvacuateActualLrpRequest| async move {
-            bbs.remove_evacuating(&req).await.map(|()| EmptyResponse {})
-        }),
+        rpc(
+            "/v1/actual_lrps/evacuate_claimed",
+            "Evacuate a claimed instance",
+            |bbs: Shared, req: EvacuateActualLrpRequest| async move { bbs.evacuate_claimed(&req).await },
+        ),
+        rpc(
+            "/v1/actual_lrps/evacuate_running.r1",
+            "Evacuate a running instance",
+            |bbs: Shared, req: EvacuateRunningActualLrpRequest| async move {
+                bbs.evacuate_running(&req).await
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/evacuate_stopped",
+            "An evacuating instance stopped",
+            |bbs: Shared, req: EvacuateActualLrpRequest| async move { bbs.evacuate_stopped(&req).await },
+        ),
+        rpc(
+            "/v1/actual_lrps/evacuate_crashed",
+            "An evacuating instance crashed",
+            |bbs: Shared, req: EvacuateCrashedActualLrpRequest| async move {
+                bbs.evacuate_crashed(&req).await
+            },
+        ),
+        rpc(
+            "/v1/actual_lrps/remove_evacuating",
+            "Remove an evacuating copy",
+            |bbs: Shared, req: EvacuateActualLrpRequest| async move {
+                bbs.remove_evacuating(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
         // tasks
-        rpc("/v1/tasks/desire.r2", "Desire a task", |bbs: Shared, req: DesireTaskRequest| async move {
-            bbs.desire_task(req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/tasks/start", "A rep starts a task", |bbs: Shared, req: StartTaskRequest| async move { bbs.start_task(&req).await }),
-        rpc("/v1/tasks/cancel", "Cancel a task", |bbs: Shared, req: TaskGuidRequest| async move {
-            req.validate()?;
-            bbs.cancel_task(&req.task_guid).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/tasks/fail", "Fail a task (deprecated in Diego; kept)", |bbs: Shared, req: FailTaskRequest| async move {
-            bbs.fail_task(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/tasks/reject", "A task could not be placed or started", |bbs: Shared, req: RejectTaskRequest| async move {
-            bbs.reject_task(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/tasks/complete", "A rep completes a task", |bbs: Shared, req: CompleteTaskRequest| async move {
-            bbs.complete_task(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/tasks/resolving", "Mark a completed task as being resolved", |bbs: Shared, req: TaskGuidRequest| async move {
-            req.validate()?;
-            bbs.resolving_task(&req.task_guid).await.map(|_| EmptyResponse {})
-        }),
-        rpc("/v1/tasks/delete", "Delete a resolving task", |bbs: Shared, req: TaskGuidRequest| async move {
-            req.validate()?;
-            bbs.delete_task(&req.task_guid).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/tasks/list.r3", "List tasks, by domain or cell", |bbs: Shared, req: TasksRequest| async move {
-            Ok(TasksResponse { tasks: bbs.tasks(&req).await? })
-        }),
-        rpc("/v1/tasks/get_by_task_guid.r3", "Get one task", |bbs: Shared, req: TaskGuidRequest| async move {
-            req.validate()?;
-            Ok(TaskResponse { task: bbs.task(&req.task_guid).await?.record })
-        }),
+        rpc(
+            "/v1/tasks/desire.r2",
+            "Desire a task",
+            |bbs: Shared, req: DesireTaskRequest| async move {
+                bbs.desire_task(req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/tasks/start",
+            "A rep starts a task",
+            |bbs: Shared, req: StartTaskRequest| async move { bbs.start_task(&req).await },
+        ),
+        rpc(
+            "/v1/tasks/cancel",
+            "Cancel a task",
+            |bbs: Shared, req: TaskGuidRequest| async move {
+                req.validate()?;
+                bbs.cancel_task(&req.task_guid)
+                    .await
+                    .map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/tasks/fail",
+            "Fail a task (deprecated in Diego; kept)",
+            |bbs: Shared, req: FailTaskRequest| async move {
+                bbs.fail_task(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/tasks/reject",
+            "A task could not be placed or started",
+            |bbs: Shared, req: RejectTaskRequest| async move {
+                bbs.reject_task(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/tasks/complete",
+            "A rep completes a task",
+            |bbs: Shared, req: CompleteTaskRequest| async move {
+                bbs.complete_task(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/tasks/resolving",
+            "Mark a completed task as being resolved",
+            |bbs: Shared, req: TaskGuidRequest| async move {
+                req.validate()?;
+                bbs.resolving_task(&req.task_guid)
+                    .await
+                    .map(|_| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/tasks/delete",
+            "Delete a resolving task",
+            |bbs: Shared, req: TaskGuidRequest| async move {
+                req.validate()?;
+                bbs.delete_task(&req.task_guid)
+                    .await
+                    .map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/tasks/list.r3",
+            "List tasks, by domain or cell",
+            |bbs: Shared, req: TasksRequest| async move {
+                Ok(TasksResponse {
+                    tasks: bbs.tasks(&req).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/tasks/get_by_task_guid.r3",
+            "Get one task",
+            |bbs: Shared, req: TaskGuidRequest| async move {
+                req.validate()?;
+                Ok(TaskResponse {
+                    task: bbs.task(&req.task_guid).await?.record,
+                })
+            },
+        ),
         // cells and locks
-        rpc("/v1/cells/list.r1", "List cells whose presence is alive", |bbs: Shared, _: EmptyRequest| async move {
-            Ok(CellsResponse { cells: bbs.cells().await? })
-        }),
-        rpc("/v1/locks/lock", "Take or renew a lock or a cell presence", |bbs: Shared, req: LockRequest| async move {
-            bbs.lock(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/locks/release", "Release a lock or presence", |bbs: Shared, req: ReleaseLockRequest| async move {
-            bbs.release_lock(&req).await.map(|()| EmptyResponse {})
-        }),
-        rpc("/v1/locks/fetch", "Who holds a lock", |bbs: Shared, req: FetchLockRequest| async move {
-            Ok(FetchLockResponse { resource: bbs.fetch_lock(&req.key, LockType::Lock).await? })
-        }),
-        rpc("/v1/locks/fetch_all", "List locks and presences", |bbs: Shared, req: FetchAllLocksRequest| async move {
-            Ok(FetchAllLocksResponse { resources: bbs.fetch_all_locks(req.lock_type).await? })
-        }),
+        rpc(
+            "/v1/cells/list.r1",
+            "List cells whose presence is alive",
+            |bbs: Shared, _: EmptyRequest| async move {
+                Ok(CellsResponse {
+                    cells: bbs.cells().await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/locks/lock",
+            "Take or renew a lock or a cell presence",
+            |bbs: Shared, req: LockRequest| async move {
+                bbs.lock(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/locks/release",
+            "Release a lock or presence",
+            |bbs: Shared, req: ReleaseLockRequest| async move {
+                bbs.release_lock(&req).await.map(|()| EmptyResponse {})
+            },
+        ),
+        rpc(
+            "/v1/locks/fetch",
+            "Who holds a lock",
+            |bbs: Shared, req: FetchLockRequest| async move {
+                Ok(FetchLockResponse {
+                    resource: bbs.fetch_lock(&req.key, LockType::Lock).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/locks/fetch_all",
+            "List locks and presences",
+            |bbs: Shared, req: FetchAllLocksRequest| async move {
+                Ok(FetchAllLocksResponse {
+                    resources: bbs.fetch_all_locks(req.lock_type).await?,
+                })
+            },
+        ),
         // events
-        events_route("/v1/events/lrp_instances.r1", "Desired and actual LRP events (SSE); filter by cell_id", &[EventFamily::Lrp]),
-        events_route("/v1/events/tasks.r1", "Task events (SSE)", &[EventFamily::Task]),
-        events_route("/v1/events/cells", "Cell presence events (SSE)", &[EventFamily::Cell]),
-        events_route("/v1/events", "Every event (SSE)", &[EventFamily::Lrp, EventFamily::Task, EventFamily::Cell]),
+        events_route(
+            "/v1/events/lrp_instances.r1",
+            "Desired and actual LRP events (SSE); filter by cell_id",
+            &[EventFamily::Lrp],
+        ),
+        events_route(
+            "/v1/events/tasks.r1",
+            "Task events (SSE)",
+            &[EventFamily::Task],
+        ),
+        events_route(
+            "/v1/events/cells",
+            "Cell presence events (SSE)",
+            &[EventFamily::Cell],
+        ),
+        events_route(
+            "/v1/events",
+            "Every event (SSE)",
+            &[EventFamily::Lrp, EventFamily::Task, EventFamily::Cell],
+        ),
         // store
         Route {
             path: "/v1/store/health",
@@ -371,33 +628,65 @@ pub fn openapi() -> OpenApi {
     add_schemas::<ErrorResponse>(&mut schemas);
     for route in routes() {
         (route.schemas)(&mut schemas);
-        let json = |name: &str| ContentBuilder::new().schema(Some(Ref::from_schema_name(name))).build();
+        let json = |name: &str| {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(name)))
+                .build()
+        };
         let ok = match route.kind {
             RouteKind::Events => ResponseBuilder::new()
-                .description("A text/event-stream; each event's name is its type and its data this JSON")
+                .description(
+                    "A text/event-stream; each event's name is its type and its data this JSON",
+                )
                 .content("text/event-stream", json(&route.response)),
-            RouteKind::Rpc | RouteKind::Get => ResponseBuilder::new().description("Success").content("application/json", json(&route.response)),
+            RouteKind::Rpc | RouteKind::Get => ResponseBuilder::new()
+                .description("Success")
+                .content("application/json", json(&route.response)),
         };
-        let error = |d: &str| ResponseBuilder::new().description(d).content("application/json", json("ErrorResponse")).build();
+        let error = |d: &str| {
+            ResponseBuilder::new()
+                .description(d)
+                .content("application/json", json("ErrorResponse"))
+                .build()
+        };
         let mut operation = OperationBuilder::new()
             .summary(Some(route.summary))
-            .operation_id(Some(route.path.trim_start_matches('/').replace(['/', '.'], "_")))
+            .operation_id(Some(
+                route.path.trim_start_matches('/').replace(['/', '.'], "_"),
+            ))
             .response("200", ok.build())
-            .response("400", error("Invalid request: malformed JSON, unknown fields, failed validation"))
+            .response(
+                "400",
+                error("Invalid request: malformed JSON, unknown fields, failed validation"),
+            )
             .response("404", error("Resource not found"))
-            .response("409", error("Conflict: state transition refused, record exists or changed, lock held"))
+            .response(
+                "409",
+                error("Conflict: state transition refused, record exists or changed, lock held"),
+            )
             .response("413", error("Request body too large"))
             .response("503", error("Store unavailable; nothing was written"))
-            .response("504", error("Outcome unknown: the store did not confirm a write"));
+            .response(
+                "504",
+                error("Outcome unknown: the store did not confirm a write"),
+            );
         if let Some(request) = &route.request {
-            operation = operation.request_body(Some(RequestBodyBuilder::new().content("application/json", json(request)).build()));
+            operation = operation.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content("application/json", json(request))
+                    .build(),
+            ));
         }
         let item = match route.kind {
             RouteKind::Rpc => PathItem::new(HttpMethod::Post, operation),
             RouteKind::Get => PathItem::new(HttpMethod::Get, operation),
             RouteKind::Events => {
                 let query = |name: &str, d: &str| {
-                    ParameterBuilder::new().name(name).parameter_in(ParameterIn::Query).description(Some(d)).build()
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Query)
+                        .description(Some(d))
+                        .build()
                 };
                 let header = ParameterBuilder::new()
                     .name("Last-Event-ID")
@@ -419,11 +708,18 @@ pub fn openapi() -> OpenApi {
     schemas.sort_by(|a, b| a.0.cmp(&b.0));
     schemas.dedup_by(|a, b| a.0 == b.0);
     OpenApiBuilder::new()
-        .info(InfoBuilder::new().title("diego BBS").version(env!("CARGO_PKG_VERSION")).description(Some(
-            "The Bulletin Board System: Diego's records, their state machines and events.",
-        )))
+        .info(
+            InfoBuilder::new()
+                .title("diego BBS")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The Bulletin Board System: Diego's records, their state machines and events.",
+                )),
+        )
         .paths(paths)
-        .components(Some(ComponentsBuilder::new().schemas_from_iter(schemas).build()))
+        .components(Some(
+            ComponentsBuilder::new().schemas_from_iter(schemas).build(),
+        ))
         .build()
 }
 
@@ -435,19 +731,38 @@ pub fn router(bbs: Arc<Bbs>) -> Router {
     }
     let spec = Arc::new(openapi());
     router
-        .route("/v1/openapi.json", get(move || async move { axum::Json(spec.as_ref().clone()) }))
+        .route(
+            "/v1/openapi.json",
+            get(move || async move { axum::Json(spec.as_ref().clone()) }),
+        )
         .fallback(|request: Request<Body>| async move {
-            error_response(BbsError::not_found(format!("no route {} {}", request.method(), request.uri().path())))
+            error_response(BbsError::not_found(format!(
+                "no route {} {}",
+                request.method(),
+                request.uri().path()
+            )))
         })
         .method_not_allowed_fallback(|request: Request<Body>| async move {
             error_response_with(
                 StatusCode::METHOD_NOT_ALLOWED,
-                BbsError::invalid_request(format!("{} is not allowed on {}", request.method(), request.uri().path())),
+                BbsError::invalid_request(format!(
+                    "{} is not allowed on {}",
+                    request.method(),
+                    request.uri().path()
+                )),
             )
         })
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            error_response_with(StatusCode::INTERNAL_SERVER_ERROR, BbsError::new(ErrorType::UnknownError, "internal error (a bug): see the BBS log"))
-        }))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                error_response_with(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    BbsError::new(
+                        ErrorType::UnknownError,
+                        "internal error (a bug): see the BBS log",
+                    ),
+                )
+            },
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(bbs)
 }

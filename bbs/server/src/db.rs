@@ -37,21 +37,35 @@ impl Db {
         &self.store
     }
 
-    pub async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>, BbsError> {
+    pub async fn read<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, BbsError> {
         match self.store.get(key).await.map_err(read_error)? {
             None => Ok(None),
-            Some(kv) => Ok(Some(Versioned { record: decode(&kv.key, &kv.value)?, revision: kv.mod_revision })),
+            Some(kv) => Ok(Some(Versioned {
+                record: decode(&kv.key, &kv.value)?,
+                revision: kv.mod_revision,
+            })),
         }
     }
 
     /// Every record under `prefix`, in key order. A record that does not decode is reported, not
     /// skipped: it would mean the store holds something the BBS never wrote.
-    pub async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<Versioned<T>>, BbsError> {
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<Versioned<T>>, BbsError> {
         let listing = self.store.list(prefix).await.map_err(read_error)?;
         listing
             .kvs
             .iter()
-            .map(|kv| Ok(Versioned { record: decode(&kv.key, &kv.value)?, revision: kv.mod_revision }))
+            .map(|kv| {
+                Ok(Versioned {
+                    record: decode(&kv.key, &kv.value)?,
+                    revision: kv.mod_revision,
+                })
+            })
             .collect()
     }
 
@@ -71,7 +85,9 @@ impl Db {
                 } else {
                     Err(BbsError::new(
                         ErrorType::Timeout,
-                        format!("outcome unknown: the store did not confirm the write ({why}); it may still be applied, re-read before retrying"),
+                        format!(
+                            "outcome unknown: the store did not confirm the write ({why}); it may still be applied, re-read before retrying"
+                        ),
                     ))
                 }
             }
@@ -114,16 +130,27 @@ where
         let jitter_us = u64::from(uuid::Uuid::new_v4().as_fields().0) % ceiling_us;
         tokio::time::sleep(std::time::Duration::from_micros(jitter_us)).await;
     }
-    Err(BbsError::conflict(format!("{what}: the record kept changing under {MAX_ATTEMPTS} attempts; try again")))
+    Err(BbsError::conflict(format!(
+        "{what}: the record kept changing under {MAX_ATTEMPTS} attempts; try again"
+    )))
 }
 
 pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, BbsError> {
-    serde_json::to_vec(record).map_err(|e| BbsError::new(ErrorType::InvalidRecord, format!("cannot encode record: {e}")))
+    serde_json::to_vec(record).map_err(|e| {
+        BbsError::new(
+            ErrorType::InvalidRecord,
+            format!("cannot encode record: {e}"),
+        )
+    })
 }
 
 fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, BbsError> {
-    serde_json::from_slice(value)
-        .map_err(|e| BbsError::new(ErrorType::Deserialize, format!("stored record {key} does not decode: {e}")))
+    serde_json::from_slice(value).map_err(|e| {
+        BbsError::new(
+            ErrorType::Deserialize,
+            format!("stored record {key} does not decode: {e}"),
+        )
+    })
 }
 
 /// A read that failed: nothing changed, the caller may retry.
@@ -139,8 +166,13 @@ pub fn read_error(e: StoreError) -> BbsError {
 /// A write that failed before anything was applied.
 pub fn write_error(e: StoreError) -> BbsError {
     match e {
-        StoreError::OutcomeUnknown(m) => BbsError::new(ErrorType::Timeout, format!("outcome unknown: {m}")),
-        StoreError::Unavailable(m) => BbsError::new(ErrorType::Unavailable, format!("store unavailable, nothing written: {m}")),
+        StoreError::OutcomeUnknown(m) => {
+            BbsError::new(ErrorType::Timeout, format!("outcome unknown: {m}"))
+        }
+        StoreError::Unavailable(m) => BbsError::new(
+            ErrorType::Unavailable,
+            format!("store unavailable, nothing written: {m}"),
+        ),
         StoreError::InvalidRequest(m) => BbsError::invalid_request(m),
         other => BbsError::new(ErrorType::UnknownError, other.to_string()),
     }

@@ -2,7 +2,9 @@
 //! EVACUATING copy while its ORDINARY row is auctioned again, until the replacement runs.
 
 use diego_model::requests::*;
-use diego_model::{ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, BbsError, ErrorType, Presence};
+use diego_model::{
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, BbsError, ErrorType, Presence,
+};
 use diego_store::{Compare, Op, Txn};
 
 use crate::db::{Versioned, encode, with_retries};
@@ -17,11 +19,16 @@ fn ordinary_key(key: &ActualLrpKey) -> String {
 }
 
 /// Adds "delete the EVACUATING row if it is this instance" to `txn`.
-fn drop_evacuating(txn: Txn, evacuating: &Option<Versioned<ActualLrp>>, key: &ActualLrpKey, instance: &ActualLrpInstanceKey) -> Txn {
+fn drop_evacuating(
+    txn: Txn,
+    evacuating: &Option<Versioned<ActualLrp>>,
+    key: &ActualLrpKey,
+    instance: &ActualLrpInstanceKey,
+) -> Txn {
     match evacuating {
-        Some(row) if row.record.instance_key() == *instance => {
-            txn.when(Compare::unchanged(evacuating_key(key), row.revision)).then(Op::delete(evacuating_key(key)))
-        }
+        Some(row) if row.record.instance_key() == *instance => txn
+            .when(Compare::unchanged(evacuating_key(key), row.revision))
+            .then(Op::delete(evacuating_key(key))),
         _ => txn,
     }
 }
@@ -37,27 +44,38 @@ fn unclaimed(lrp: &ActualLrp) -> ActualLrp {
 }
 
 impl Bbs {
-    async fn rows(&self, key: &ActualLrpKey) -> BbsResult<(Option<Versioned<ActualLrp>>, Option<Versioned<ActualLrp>>)> {
-        let ordinary = self.read_actual(&key.process_guid, key.index, Presence::Ordinary).await?;
-        let evacuating = self.read_actual(&key.process_guid, key.index, Presence::Evacuating).await?;
+    async fn rows(
+        &self,
+        key: &ActualLrpKey,
+    ) -> BbsResult<(Option<Versioned<ActualLrp>>, Option<Versioned<ActualLrp>>)> {
+        let ordinary = self
+            .read_actual(&key.process_guid, key.index, Presence::Ordinary)
+            .await?;
+        let evacuating = self
+            .read_actual(&key.process_guid, key.index, Presence::Evacuating)
+            .await?;
         Ok((ordinary, evacuating))
     }
 
     /// A claimed (not yet running) instance on an evacuating cell: give it back to the auction.
-    pub async fn evacuate_claimed(&self, req: &EvacuateActualLrpRequest) -> BbsResult<EvacuationResponse> {
+    pub async fn evacuate_claimed(
+        &self,
+        req: &EvacuateActualLrpRequest,
+    ) -> BbsResult<EvacuationResponse> {
         req.validate()?;
         let (key, instance) = (&req.actual_lrp_key, &req.actual_lrp_instance_key);
         let auction = with_retries("evacuate claimed", || async {
             let (ordinary, evacuating) = self.rows(key).await?;
             let mut txn = drop_evacuating(Txn::new(), &evacuating, key, instance);
             let mut auction = false;
-            if let Some(row) = &ordinary {
-                if row.record.instance_key() == *instance && row.record.state == ActualLrpState::Claimed {
-                    txn = txn
-                        .when(Compare::unchanged(ordinary_key(key), row.revision))
-                        .then(Op::put(ordinary_key(key), encode(&unclaimed(&row.record))?));
-                    auction = true;
-                }
+            if let Some(row) = &ordinary
+                && row.record.instance_key() == *instance
+                && row.record.state == ActualLrpState::Claimed
+            {
+                txn = txn
+                    .when(Compare::unchanged(ordinary_key(key), row.revision))
+                    .then(Op::put(ordinary_key(key), encode(&unclaimed(&row.record))?));
+                auction = true;
             }
             Ok(self.db.commit(txn).await?.then_some(auction))
         })
@@ -65,12 +83,17 @@ impl Bbs {
         if auction {
             self.request_auction_for(key).await;
         }
-        Ok(EvacuationResponse { keep_container: false })
+        Ok(EvacuationResponse {
+            keep_container: false,
+        })
     }
 
     /// A running instance on an evacuating cell: keep it as an EVACUATING copy while its
     /// replacement is placed; drop the copy once the replacement runs.
-    pub async fn evacuate_running(&self, req: &EvacuateRunningActualLrpRequest) -> BbsResult<EvacuationResponse> {
+    pub async fn evacuate_running(
+        &self,
+        req: &EvacuateRunningActualLrpRequest,
+    ) -> BbsResult<EvacuationResponse> {
         req.validate()?;
         let (key, instance) = (&req.actual_lrp_key, &req.actual_lrp_instance_key);
         let (keep, auction) = with_retries("evacuate running", || async {
@@ -130,40 +153,54 @@ impl Bbs {
         if auction {
             self.request_auction_for(key).await;
         }
-        Ok(EvacuationResponse { keep_container: keep })
+        Ok(EvacuationResponse {
+            keep_container: keep,
+        })
     }
 
     /// The evacuating instance stopped: remove its copy (and its ordinary row if it is still it).
-    pub async fn evacuate_stopped(&self, req: &EvacuateActualLrpRequest) -> BbsResult<EvacuationResponse> {
+    pub async fn evacuate_stopped(
+        &self,
+        req: &EvacuateActualLrpRequest,
+    ) -> BbsResult<EvacuationResponse> {
         req.validate()?;
         let (key, instance) = (&req.actual_lrp_key, &req.actual_lrp_instance_key);
         with_retries("evacuate stopped", || async {
             let (ordinary, evacuating) = self.rows(key).await?;
             let mut txn = drop_evacuating(Txn::new(), &evacuating, key, instance);
-            if let Some(row) = &ordinary {
-                if row.record.instance_key() == *instance {
-                    txn = txn.when(Compare::unchanged(ordinary_key(key), row.revision)).then(Op::delete(ordinary_key(key)));
-                }
+            if let Some(row) = &ordinary
+                && row.record.instance_key() == *instance
+            {
+                txn = txn
+                    .when(Compare::unchanged(ordinary_key(key), row.revision))
+                    .then(Op::delete(ordinary_key(key)));
             }
             Ok(self.db.commit(txn).await?.then_some(()))
         })
         .await?;
-        Ok(EvacuationResponse { keep_container: false })
+        Ok(EvacuationResponse {
+            keep_container: false,
+        })
     }
 
     /// The evacuating instance crashed: remove its copy; crash the ordinary row if it is it.
-    pub async fn evacuate_crashed(&self, req: &EvacuateCrashedActualLrpRequest) -> BbsResult<EvacuationResponse> {
+    pub async fn evacuate_crashed(
+        &self,
+        req: &EvacuateCrashedActualLrpRequest,
+    ) -> BbsResult<EvacuationResponse> {
         req.validate()?;
         let (key, instance) = (&req.actual_lrp_key, &req.actual_lrp_instance_key);
         let restart = with_retries("evacuate crashed", || async {
             let (ordinary, evacuating) = self.rows(key).await?;
             let mut txn = drop_evacuating(Txn::new(), &evacuating, key, instance);
             let mut restart = false;
-            if let Some(row) = &ordinary {
-                if let Some(after) = self.crashed(&row.record, key, instance, &req.error_message) {
-                    restart = after.state == ActualLrpState::Unclaimed;
-                    txn = txn.when(Compare::unchanged(ordinary_key(key), row.revision)).then(Op::put(ordinary_key(key), encode(&after)?));
-                }
+            if let Some(row) = &ordinary
+                && let Some(after) = self.crashed(&row.record, key, instance, &req.error_message)
+            {
+                restart = after.state == ActualLrpState::Unclaimed;
+                txn = txn
+                    .when(Compare::unchanged(ordinary_key(key), row.revision))
+                    .then(Op::put(ordinary_key(key), encode(&after)?));
             }
             Ok(self.db.commit(txn).await?.then_some(restart))
         })
@@ -171,21 +208,35 @@ impl Bbs {
         if restart {
             self.request_auction_for(key).await;
         }
-        Ok(EvacuationResponse { keep_container: false })
+        Ok(EvacuationResponse {
+            keep_container: false,
+        })
     }
 
     pub async fn remove_evacuating(&self, req: &EvacuateActualLrpRequest) -> BbsResult<()> {
         req.validate()?;
         let (key, instance) = (&req.actual_lrp_key, &req.actual_lrp_instance_key);
         with_retries("remove evacuating", || async {
-            let evacuating = self.read_actual(&key.process_guid, key.index, Presence::Evacuating).await?;
+            let evacuating = self
+                .read_actual(&key.process_guid, key.index, Presence::Evacuating)
+                .await?;
             match &evacuating {
-                None => Err(BbsError::not_found(format!("no evacuating actual LRP {:?} index {}", key.process_guid, key.index))),
+                None => Err(BbsError::not_found(format!(
+                    "no evacuating actual LRP {:?} index {}",
+                    key.process_guid, key.index
+                ))),
                 Some(row) if row.record.instance_key() != *instance => Err(BbsError::new(
                     ErrorType::ActualLrpCannotBeRemoved,
-                    format!("the evacuating copy is instance {:?}", row.record.instance_guid),
+                    format!(
+                        "the evacuating copy is instance {:?}",
+                        row.record.instance_guid
+                    ),
                 )),
-                Some(_) => Ok(self.db.commit(drop_evacuating(Txn::new(), &evacuating, key, instance)).await?.then_some(())),
+                Some(_) => Ok(self
+                    .db
+                    .commit(drop_evacuating(Txn::new(), &evacuating, key, instance))
+                    .await?
+                    .then_some(())),
             }
         })
         .await

@@ -33,9 +33,16 @@ impl FromStr for EventId {
     type Err = BbsError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BbsError::invalid_request(format!("event id {s:?} is not of the form REVISION-POSITION"));
+        let bad = || {
+            BbsError::invalid_request(format!(
+                "event id {s:?} is not of the form REVISION-POSITION"
+            ))
+        };
         let (revision, position) = s.split_once('-').ok_or_else(bad)?;
-        Ok(EventId { revision: revision.parse().map_err(|_| bad())?, position: position.parse().map_err(|_| bad())? })
+        Ok(EventId {
+            revision: revision.parse().map_err(|_| bad())?,
+            position: position.parse().map_err(|_| bad())?,
+        })
     }
 }
 
@@ -49,7 +56,11 @@ pub struct Filter {
 
 impl Filter {
     fn admits(&self, event: &Event) -> bool {
-        self.families.contains(&event.family()) && self.cell_id.as_deref().is_none_or(|c| event.concerns_cell(c))
+        self.families.contains(&event.family())
+            && self
+                .cell_id
+                .as_deref()
+                .is_none_or(|c| event.concerns_cell(c))
     }
 }
 
@@ -70,7 +81,10 @@ pub fn translate(change: &WatchEvent) -> Vec<Event> {
     let now = (change.kind == EventKind::Put).then_some(change.kv.value.as_slice());
     match keys::family(key) {
         Some(Family::Desired) => {
-            let (before, after) = (prev.and_then(|v| decode::<DesiredLrp>(key, v)), now.and_then(|v| decode(key, v)));
+            let (before, after) = (
+                prev.and_then(|v| decode::<DesiredLrp>(key, v)),
+                now.and_then(|v| decode(key, v)),
+            );
             match (before, after) {
                 (None, Some(desired_lrp)) => vec![Event::DesiredLrpCreated { desired_lrp }],
                 (Some(before), Some(after)) => vec![Event::DesiredLrpChanged { before, after }],
@@ -79,7 +93,10 @@ pub fn translate(change: &WatchEvent) -> Vec<Event> {
             }
         }
         Some(Family::Actual) => {
-            let (before, after) = (prev.and_then(|v| decode::<ActualLrp>(key, v)), now.and_then(|v| decode::<ActualLrp>(key, v)));
+            let (before, after) = (
+                prev.and_then(|v| decode::<ActualLrp>(key, v)),
+                now.and_then(|v| decode::<ActualLrp>(key, v)),
+            );
             match (before, after) {
                 (None, Some(actual_lrp)) => vec![Event::ActualLrpInstanceCreated { actual_lrp }],
                 (Some(before), Some(after)) => {
@@ -88,9 +105,12 @@ pub fn translate(change: &WatchEvent) -> Vec<Event> {
                     // very same reason and an immediate restart looks like an unclaim; the
                     // instance_changed event still tells of it.)
                     use diego_model::ActualLrpState::*;
-                    let left_cell = matches!(before.state, Claimed | Running) && matches!(after.state, Crashed | Unclaimed);
+                    let left_cell = matches!(before.state, Claimed | Running)
+                        && matches!(after.state, Crashed | Unclaimed);
                     let crashed = after.crash_count != before.crash_count
-                        || (left_cell && (after.state == Crashed || after.crash_reason != before.crash_reason));
+                        || (left_cell
+                            && (after.state == Crashed
+                                || after.crash_reason != before.crash_reason));
                     let crash = crashed.then(|| Event::ActualLrpCrashed {
                         process_guid: after.process_guid.clone(),
                         index: after.index,
@@ -110,7 +130,10 @@ pub fn translate(change: &WatchEvent) -> Vec<Event> {
             }
         }
         Some(Family::Task) => {
-            let (before, after) = (prev.and_then(|v| decode::<Task>(key, v)), now.and_then(|v| decode(key, v)));
+            let (before, after) = (
+                prev.and_then(|v| decode::<Task>(key, v)),
+                now.and_then(|v| decode(key, v)),
+            );
             match (before, after) {
                 (None, Some(task)) => vec![Event::TaskCreated { task }],
                 (Some(before), Some(after)) => vec![Event::TaskChanged { before, after }],
@@ -120,11 +143,19 @@ pub fn translate(change: &WatchEvent) -> Vec<Event> {
         }
         Some(Family::Presence) => {
             let cell = |kv: &diego_store::KeyValue| {
-                diego_store::lock::decode(kv).ok().and_then(|lock| decode::<CellPresence>(key, &lock.value))
+                diego_store::lock::decode(kv)
+                    .ok()
+                    .and_then(|lock| decode::<CellPresence>(key, &lock.value))
             };
             match (change.kind, change.prev.as_ref()) {
-                (EventKind::Put, None) => cell(&change.kv).map(|cell| Event::CellPresenceCreated { cell }).into_iter().collect(),
-                (EventKind::Delete, Some(prev)) => cell(prev).map(|cell| Event::CellPresenceRemoved { cell }).into_iter().collect(),
+                (EventKind::Put, None) => cell(&change.kv)
+                    .map(|cell| Event::CellPresenceCreated { cell })
+                    .into_iter()
+                    .collect(),
+                (EventKind::Delete, Some(prev)) => cell(prev)
+                    .map(|cell| Event::CellPresenceRemoved { cell })
+                    .into_iter()
+                    .collect(),
                 _ => vec![],
             }
         }
@@ -181,9 +212,20 @@ mod tests {
     #[test]
     fn event_ids_parse_and_order() {
         let id: EventId = "42-3".parse().unwrap();
-        assert_eq!(id, EventId { revision: 42, position: 3 });
+        assert_eq!(
+            id,
+            EventId {
+                revision: 42,
+                position: 3
+            }
+        );
         assert_eq!(id.to_string(), "42-3");
-        assert!(id < EventId { revision: 43, position: 0 });
+        assert!(
+            id < EventId {
+                revision: 43,
+                position: 0
+            }
+        );
         assert!("42".parse::<EventId>().is_err());
         assert!("a-b".parse::<EventId>().is_err());
     }

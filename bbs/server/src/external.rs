@@ -23,7 +23,10 @@ impl External {
             tracing::warn!(error = %e, "cannot configure an HTTP client; using the default one");
             reqwest::Client::new()
         });
-        Self { http, auctioneer_url }
+        Self {
+            http,
+            auctioneer_url,
+        }
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -67,7 +70,10 @@ impl External {
 
     fn post_to_auctioneer(&self, path: &'static str, body: serde_json::Value) {
         let Some(base) = &self.auctioneer_url else {
-            tracing::debug!(path, "no auctioneer configured; the work waits for the converger");
+            tracing::debug!(
+                path,
+                "no auctioneer configured; the work waits for the converger"
+            );
             return;
         };
         let url = format!("{}{path}", base.trim_end_matches('/'));
@@ -75,14 +81,21 @@ impl External {
         tokio::spawn(async move {
             match http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!(%url, status = %r.status(), "auctioneer refused the request"),
+                Ok(r) => {
+                    tracing::warn!(%url, status = %r.status(), "auctioneer refused the request")
+                }
                 Err(e) => tracing::warn!(%url, error = %e, "cannot reach the auctioneer"),
             }
         });
     }
 
     /// Asks the rep on `cell` to stop an instance, retrying a few times.
-    pub async fn stop_lrp_instance(&self, cell: &CellPresence, key: &ActualLrpKey, instance_guid: &str) -> Result<(), String> {
+    pub async fn stop_lrp_instance(
+        &self,
+        cell: &CellPresence,
+        key: &ActualLrpKey,
+        instance_guid: &str,
+    ) -> Result<(), String> {
         let url = format!(
             "{}/v1/lrps/{}/instances/{}/stop",
             cell.rep_url.trim_end_matches('/'),
@@ -94,7 +107,10 @@ impl External {
 
     /// Asks the rep on `cell` to cancel a task (best effort, as Diego does).
     pub async fn cancel_task(&self, cell: &CellPresence, task_guid: &str) -> Result<(), String> {
-        let url = format!("{}/v1/tasks/{task_guid}/cancel", cell.rep_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/v1/tasks/{task_guid}/cancel",
+            cell.rep_url.trim_end_matches('/')
+        );
         self.post_with_retries(&url).await
     }
 

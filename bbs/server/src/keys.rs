@@ -81,8 +81,14 @@ mod tests {
     #[test]
     fn keys_round_trip_to_families() {
         assert_eq!(family(&desired("a")), Some(Family::Desired));
-        assert_eq!(family(&actual("a", 3, Presence::Suspect)), Some(Family::Actual));
-        assert_eq!(actual("a", 3, Presence::Evacuating), "/diego/v1/actual/a/3/evacuating");
+        assert_eq!(
+            family(&actual("a", 3, Presence::Suspect)),
+            Some(Family::Actual)
+        );
+        assert_eq!(
+            actual("a", 3, Presence::Evacuating),
+            "/diego/v1/actual/a/3/evacuating"
+        );
         assert!(actual("a", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
         assert!(!actual("ab", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
         assert_eq!(family(&presence("cell-1")), Some(Family::Presence));

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 mod api;
 mod db;
-mod events;
 mod evacuation;
+mod events;
 mod external;
 pub mod keys;
 mod lrps;
@@ -63,7 +63,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -83,9 +86,18 @@ impl Bbs {
         Self::with_shutdown(store, config, CancellationToken::new())
     }
 
-    pub fn with_shutdown(store: Arc<dyn Store>, config: Config, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn with_shutdown(
+        store: Arc<dyn Store>,
+        config: Config,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let external = external::External::new(config.auctioneer_url.clone(), config.http_timeout);
-        Arc::new(Self { db: db::Db::new(store), config, external, shutdown })
+        Arc::new(Self {
+            db: db::Db::new(store),
+            config,
+            external,
+            shutdown,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -99,10 +111,17 @@ impl Bbs {
 
 /// Serves the BBS API on `config.listen` until `shutdown` is cancelled, then finishes in-flight
 /// requests.
-pub async fn run(store: Arc<dyn Store>, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| Error::Listen { addr: config.listen, source })?;
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
     serve(listener, store, config, shutdown).await
 }
 
@@ -124,7 +143,9 @@ pub async fn serve(
 
 /// Now, in ns since the epoch.
 pub(crate) fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use diego_model::actual_lrp::truncate_reason;
 use diego_model::requests::*;
 use diego_model::{
-    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, BbsError, DesiredLrp, DesiredLrpSchedulingInfo,
-    ErrorType, ModificationTag, Presence,
+    ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpState, BbsError, DesiredLrp,
+    DesiredLrpSchedulingInfo, ErrorType, ModificationTag, Presence,
 };
 use diego_store::{Compare, Op, Txn};
 
@@ -37,8 +37,16 @@ impl Bbs {
             .ok_or_else(|| BbsError::not_found(format!("desired LRP {process_guid:?} not found")))
     }
 
-    pub async fn scheduling_infos(&self, req: &DesiredLrpsRequest) -> BbsResult<Vec<DesiredLrpSchedulingInfo>> {
-        Ok(self.desired_lrps(req).await?.iter().map(DesiredLrp::scheduling_info).collect())
+    pub async fn scheduling_infos(
+        &self,
+        req: &DesiredLrpsRequest,
+    ) -> BbsResult<Vec<DesiredLrpSchedulingInfo>> {
+        Ok(self
+            .desired_lrps(req)
+            .await?
+            .iter()
+            .map(DesiredLrp::scheduling_info)
+            .collect())
     }
 
     /// Stores a new DesiredLRP and creates its UNCLAIMED instances.
@@ -46,9 +54,14 @@ impl Bbs {
         lrp.validate()?;
         lrp.modification_tag = ModificationTag::new(new_guid());
         let key = keys::desired(&lrp.process_guid);
-        let txn = Txn::new().when(Compare::absent(&key)).then(Op::put(&key, encode(&lrp)?));
+        let txn = Txn::new()
+            .when(Compare::absent(&key))
+            .then(Op::put(&key, encode(&lrp)?));
         if !self.db.commit(txn).await? {
-            return Err(BbsError::exists(format!("desired LRP {:?} already exists", lrp.process_guid)));
+            return Err(BbsError::exists(format!(
+                "desired LRP {:?} already exists",
+                lrp.process_guid
+            )));
         }
         tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "desired LRP created");
         self.create_unclaimed(&lrp, 0..lrp.instances).await
@@ -56,7 +69,11 @@ impl Bbs {
 
     /// Creates UNCLAIMED instances for the indices that have no ORDINARY row, and asks for their
     /// auction.
-    pub(crate) async fn create_unclaimed(&self, lrp: &DesiredLrp, indices: std::ops::Range<i32>) -> BbsResult<()> {
+    pub(crate) async fn create_unclaimed(
+        &self,
+        lrp: &DesiredLrp,
+        indices: std::ops::Range<i32>,
+    ) -> BbsResult<()> {
         let indices: Vec<i32> = indices.collect();
         let mut created = Vec::new();
         for chunk in indices.chunks(OPS_PER_TXN) {
@@ -64,8 +81,14 @@ impl Bbs {
             // already there is left alone.
             for &index in chunk {
                 let key = keys::actual(&lrp.process_guid, index, Presence::Ordinary);
-                let actual = ActualLrp::unclaimed(&ActualLrpKey::new(&lrp.process_guid, index, &lrp.domain), new_guid(), now());
-                let txn = Txn::new().when(Compare::absent(&key)).then(Op::put(&key, encode(&actual)?));
+                let actual = ActualLrp::unclaimed(
+                    &ActualLrpKey::new(&lrp.process_guid, index, &lrp.domain),
+                    new_guid(),
+                    now(),
+                );
+                let txn = Txn::new()
+                    .when(Compare::absent(&key))
+                    .then(Op::put(&key, encode(&actual)?));
                 if self.db.commit(txn).await? {
                     created.push(index);
                 }
@@ -79,13 +102,13 @@ impl Bbs {
         req.validate()?;
         let (before, after) = with_retries("update desired LRP", || async {
             let current = self.desired_lrp(&req.process_guid).await?;
-            if let Some(expected) = &req.expected_modification_tag {
-                if *expected != current.record.modification_tag {
-                    return Err(BbsError::conflict(format!(
-                        "desired LRP {:?} is at modification tag {:?}, not {:?}",
-                        req.process_guid, current.record.modification_tag, expected
-                    )));
-                }
+            if let Some(expected) = &req.expected_modification_tag
+                && *expected != current.record.modification_tag
+            {
+                return Err(BbsError::conflict(format!(
+                    "desired LRP {:?} is at modification tag {:?}, not {:?}",
+                    req.process_guid, current.record.modification_tag, expected
+                )));
             }
             let mut updated = current.record.clone();
             if !updated.apply(&req.update) {
@@ -93,19 +116,26 @@ impl Bbs {
             }
             updated.modification_tag.increment();
             let key = keys::desired(&req.process_guid);
-            let txn = Txn::new().when(Compare::unchanged(&key, current.revision)).then(Op::put(&key, encode(&updated)?));
-            Ok(self.db.commit(txn).await?.then(|| (current.record.clone(), updated)))
+            let txn = Txn::new()
+                .when(Compare::unchanged(&key, current.revision))
+                .then(Op::put(&key, encode(&updated)?));
+            Ok(self
+                .db
+                .commit(txn)
+                .await?
+                .then(|| (current.record.clone(), updated)))
         })
         .await?;
         if after.instances > before.instances {
-            self.create_unclaimed(&after, before.instances..after.instances).await?;
+            self.create_unclaimed(&after, before.instances..after.instances)
+                .await?;
         } else if after.instances < before.instances {
             for index in after.instances..before.instances {
                 let key = ActualLrpKey::new(&after.process_guid, index, &after.domain);
-                if let Err(e) = self.retire_actual_lrp(&key).await {
-                    if e.kind != ErrorType::ResourceNotFound {
-                        tracing::warn!(process_guid = %key.process_guid, index, error = %e, "cannot retire extra instance; the converger will");
-                    }
+                if let Err(e) = self.retire_actual_lrp(&key).await
+                    && e.kind != ErrorType::ResourceNotFound
+                {
+                    tracing::warn!(process_guid = %key.process_guid, index, error = %e, "cannot retire extra instance; the converger will");
                 }
             }
         }
@@ -117,13 +147,19 @@ impl Bbs {
         let removed = with_retries("remove desired LRP", || async {
             let current = self.desired_lrp(process_guid).await?;
             let key = keys::desired(process_guid);
-            let txn = Txn::new().when(Compare::unchanged(&key, current.revision)).then(Op::delete(&key));
+            let txn = Txn::new()
+                .when(Compare::unchanged(&key, current.revision))
+                .then(Op::delete(&key));
             Ok(self.db.commit(txn).await?.then_some(current.record))
         })
         .await?;
         tracing::info!(%process_guid, "desired LRP removed");
-        let actuals: Vec<Versioned<ActualLrp>> = self.db.list(&keys::actuals_of(process_guid)).await?;
-        for actual in actuals.iter().filter(|a| a.record.presence == Presence::Ordinary) {
+        let actuals: Vec<Versioned<ActualLrp>> =
+            self.db.list(&keys::actuals_of(process_guid)).await?;
+        for actual in actuals
+            .iter()
+            .filter(|a| a.record.presence == Presence::Ordinary)
+        {
             if let Err(e) = self.retire_actual_lrp(&actual.record.key()).await {
                 tracing::warn!(%process_guid, index = actual.record.index, error = %e, "cannot retire instance; the converger will");
             }
@@ -135,7 +171,11 @@ impl Bbs {
     // ---- actual LRPs ----
 
     pub async fn actual_lrps(&self, req: &ActualLrpsRequest) -> BbsResult<Vec<ActualLrp>> {
-        let prefix = if req.process_guid.is_empty() { keys::ACTUAL.to_string() } else { keys::actuals_of(&req.process_guid) };
+        let prefix = if req.process_guid.is_empty() {
+            keys::ACTUAL.to_string()
+        } else {
+            keys::actuals_of(&req.process_guid)
+        };
         let all: Vec<Versioned<ActualLrp>> = self.db.list(&prefix).await?;
         Ok(all
             .into_iter()
@@ -146,7 +186,10 @@ impl Bbs {
             .collect())
     }
 
-    pub async fn actual_lrps_by_process_guids(&self, guids: &[String]) -> BbsResult<Vec<ActualLrp>> {
+    pub async fn actual_lrps_by_process_guids(
+        &self,
+        guids: &[String],
+    ) -> BbsResult<Vec<ActualLrp>> {
         let mut out = Vec::new();
         for guid in guids {
             let found: Vec<Versioned<ActualLrp>> = self.db.list(&keys::actuals_of(guid)).await?;
@@ -155,26 +198,53 @@ impl Bbs {
         Ok(out)
     }
 
-    pub(crate) async fn read_actual(&self, process_guid: &str, index: i32, presence: Presence) -> BbsResult<Option<Versioned<ActualLrp>>> {
-        self.db.read(&keys::actual(process_guid, index, presence)).await
+    pub(crate) async fn read_actual(
+        &self,
+        process_guid: &str,
+        index: i32,
+        presence: Presence,
+    ) -> BbsResult<Option<Versioned<ActualLrp>>> {
+        self.db
+            .read(&keys::actual(process_guid, index, presence))
+            .await
     }
 
     async fn ordinary(&self, process_guid: &str, index: i32) -> BbsResult<Versioned<ActualLrp>> {
         self.read_actual(process_guid, index, Presence::Ordinary)
             .await?
-            .ok_or_else(|| BbsError::not_found(format!("actual LRP {process_guid:?} index {index} not found")))
+            .ok_or_else(|| {
+                BbsError::not_found(format!(
+                    "actual LRP {process_guid:?} index {index} not found"
+                ))
+            })
     }
 
     /// Writes `after` over the row read as `before`, only if nobody changed it meanwhile.
-    pub(crate) async fn replace_actual(&self, before: &Versioned<ActualLrp>, after: &ActualLrp) -> BbsResult<bool> {
+    pub(crate) async fn replace_actual(
+        &self,
+        before: &Versioned<ActualLrp>,
+        after: &ActualLrp,
+    ) -> BbsResult<bool> {
         let key = keys::actual(&after.process_guid, after.index, after.presence);
-        let txn = Txn::new().when(Compare::unchanged(&key, before.revision)).then(Op::put(&key, encode(after)?));
+        let txn = Txn::new()
+            .when(Compare::unchanged(&key, before.revision))
+            .then(Op::put(&key, encode(after)?));
         self.db.commit(txn).await
     }
 
     pub(crate) async fn delete_actual(&self, row: &Versioned<ActualLrp>) -> BbsResult<bool> {
-        let key = keys::actual(&row.record.process_guid, row.record.index, row.record.presence);
-        self.db.commit(Txn::new().when(Compare::unchanged(&key, row.revision)).then(Op::delete(&key))).await
+        let key = keys::actual(
+            &row.record.process_guid,
+            row.record.index,
+            row.record.presence,
+        );
+        self.db
+            .commit(
+                Txn::new()
+                    .when(Compare::unchanged(&key, row.revision))
+                    .then(Op::delete(&key)),
+            )
+            .await
     }
 
     /// The rep claims an instance before it creates the container.
@@ -187,7 +257,10 @@ impl Bbs {
             if !lrp.allows_transition_to(&lrp.key(), instance, ActualLrpState::Claimed) {
                 return Err(BbsError::new(
                     ErrorType::ActualLrpCannotBeClaimed,
-                    format!("actual LRP {:?} index {} is {:?} on {:?}", lrp.process_guid, lrp.index, lrp.state, lrp.instance_guid),
+                    format!(
+                        "actual LRP {:?} index {} is {:?} on {:?}",
+                        lrp.process_guid, lrp.index, lrp.state, lrp.instance_guid
+                    ),
                 ));
             }
             if lrp.state == ActualLrpState::Claimed && lrp.instance_key() == *instance {
@@ -209,15 +282,24 @@ impl Bbs {
         req.validate()?;
         let key = &req.actual_lrp_key;
         with_retries("start actual LRP", || async {
-            let existing = self.read_actual(&key.process_guid, key.index, Presence::Ordinary).await?;
+            let existing = self
+                .read_actual(&key.process_guid, key.index, Presence::Ordinary)
+                .await?;
             let mut after = match &existing {
                 None => ActualLrp::unclaimed(key, new_guid(), now()),
                 Some(row) => {
                     let lrp = &row.record;
-                    if !lrp.allows_transition_to(key, &req.actual_lrp_instance_key, ActualLrpState::Running) {
+                    if !lrp.allows_transition_to(
+                        key,
+                        &req.actual_lrp_instance_key,
+                        ActualLrpState::Running,
+                    ) {
                         return Err(BbsError::new(
                             ErrorType::ActualLrpCannotBeStarted,
-                            format!("actual LRP {:?} index {} is {:?} on {:?}", lrp.process_guid, lrp.index, lrp.state, lrp.instance_guid),
+                            format!(
+                                "actual LRP {:?} index {} is {:?} on {:?}",
+                                lrp.process_guid, lrp.index, lrp.state, lrp.instance_guid
+                            ),
                         ));
                     }
                     lrp.clone()
@@ -247,11 +329,15 @@ impl Bbs {
             };
             txn = txn.then(Op::put(&ordinary_key, encode(&after)?));
             // A replacement now runs: the suspect copy on the lost cell is no longer needed.
-            if let Some(suspect) = self.read_actual(&key.process_guid, key.index, Presence::Suspect).await? {
-                if suspect.record.instance_key() != req.actual_lrp_instance_key {
-                    let suspect_key = keys::actual(&key.process_guid, key.index, Presence::Suspect);
-                    txn = txn.when(Compare::unchanged(&suspect_key, suspect.revision)).then(Op::delete(suspect_key));
-                }
+            if let Some(suspect) = self
+                .read_actual(&key.process_guid, key.index, Presence::Suspect)
+                .await?
+                && suspect.record.instance_key() != req.actual_lrp_instance_key
+            {
+                let suspect_key = keys::actual(&key.process_guid, key.index, Presence::Suspect);
+                txn = txn
+                    .when(Compare::unchanged(&suspect_key, suspect.revision))
+                    .then(Op::delete(suspect_key));
             }
             Ok(self.db.commit(txn).await?.then_some(()))
         })
@@ -266,16 +352,21 @@ impl Bbs {
         let instance = &req.actual_lrp_instance_key;
         let restarted = with_retries("crash actual LRP", || async {
             // A crash of the suspect copy on a lost cell just removes it.
-            if let Some(suspect) = self.read_actual(&key.process_guid, key.index, Presence::Suspect).await? {
-                if suspect.record.instance_key() == *instance {
-                    return Ok(self.delete_actual(&suspect).await?.then_some(false));
-                }
+            if let Some(suspect) = self
+                .read_actual(&key.process_guid, key.index, Presence::Suspect)
+                .await?
+                && suspect.record.instance_key() == *instance
+            {
+                return Ok(self.delete_actual(&suspect).await?.then_some(false));
             }
             let row = self.ordinary(&key.process_guid, key.index).await?;
             let Some(after) = self.crashed(&row.record, key, instance, &req.error_message) else {
                 return Err(BbsError::new(
                     ErrorType::ActualLrpCannotBeCrashed,
-                    format!("actual LRP {:?} index {} is {:?} on {:?}", key.process_guid, key.index, row.record.state, row.record.instance_guid),
+                    format!(
+                        "actual LRP {:?} index {} is {:?} on {:?}",
+                        key.process_guid, key.index, row.record.state, row.record.instance_guid
+                    ),
                 ));
             };
             let restart = after.state == ActualLrpState::Unclaimed;
@@ -289,14 +380,25 @@ impl Bbs {
     }
 
     /// The record after a crash, or `None` if this instance cannot crash from its state.
-    pub(crate) fn crashed(&self, lrp: &ActualLrp, key: &ActualLrpKey, instance: &ActualLrpInstanceKey, reason: &str) -> Option<ActualLrp> {
+    pub(crate) fn crashed(
+        &self,
+        lrp: &ActualLrp,
+        key: &ActualLrpKey,
+        instance: &ActualLrpInstanceKey,
+        reason: &str,
+    ) -> Option<ActualLrp> {
         if !lrp.allows_transition_to(key, instance, ActualLrpState::Crashed) {
             return None;
         }
         let policy = &self.config.restart_policy;
         let now = now();
         let mut after = lrp.clone();
-        after.crash_count = policy.next_crash_count(lrp.crash_count, lrp.state == ActualLrpState::Running, lrp.since, now);
+        after.crash_count = policy.next_crash_count(
+            lrp.crash_count,
+            lrp.state == ActualLrpState::Running,
+            lrp.since,
+            now,
+        );
         after.crash_reason = truncate_reason(reason);
         after.clear_placement();
         after.routable = None;
@@ -313,8 +415,12 @@ impl Bbs {
     /// Asks for an auction of one instance of a desired LRP (if it still exists).
     pub(crate) async fn request_auction_for(&self, key: &ActualLrpKey) {
         match self.desired_lrp(&key.process_guid).await {
-            Ok(desired) => self.external.request_lrp_auctions(&desired.record, vec![key.index]),
-            Err(e) => tracing::debug!(process_guid = %key.process_guid, error = %e, "no auction: desired LRP not readable"),
+            Ok(desired) => self
+                .external
+                .request_lrp_auctions(&desired.record, vec![key.index]),
+            Err(e) => {
+                tracing::debug!(process_guid = %key.process_guid, error = %e, "no auction: desired LRP not readable")
+            }
         }
     }
 
@@ -327,7 +433,10 @@ impl Bbs {
             if row.record.state != ActualLrpState::Unclaimed || row.record.key() != *key {
                 return Err(BbsError::new(
                     ErrorType::ActualLrpCannotBeFailed,
-                    format!("actual LRP {:?} index {} is {:?}, not UNCLAIMED", key.process_guid, key.index, row.record.state),
+                    format!(
+                        "actual LRP {:?} index {} is {:?}, not UNCLAIMED",
+                        key.process_guid, key.index, row.record.state
+                    ),
                 ));
             }
             let mut after = row.record.clone();
@@ -342,13 +451,16 @@ impl Bbs {
         req.validate()?;
         with_retries("remove actual LRP", || async {
             let row = self.ordinary(&req.process_guid, req.index).await?;
-            if let Some(instance) = &req.actual_lrp_instance_key {
-                if row.record.instance_key() != *instance {
-                    return Err(BbsError::new(
-                        ErrorType::ActualLrpCannotBeRemoved,
-                        format!("actual LRP {:?} index {} is not instance {:?}", req.process_guid, req.index, instance.instance_guid),
-                    ));
-                }
+            if let Some(instance) = &req.actual_lrp_instance_key
+                && row.record.instance_key() != *instance
+            {
+                return Err(BbsError::new(
+                    ErrorType::ActualLrpCannotBeRemoved,
+                    format!(
+                        "actual LRP {:?} index {} is not instance {:?}",
+                        req.process_guid, req.index, instance.instance_guid
+                    ),
+                ));
             }
             Ok(self.delete_actual(&row).await?.then_some(()))
         })
@@ -369,19 +481,31 @@ impl Bbs {
                         return Ok(());
                     }
                 }
-                ActualLrpState::Claimed | ActualLrpState::Running => match self.cell(&lrp.cell_id).await? {
-                    None => {
-                        if self.delete_actual(&row).await? {
-                            return Ok(());
+                ActualLrpState::Claimed | ActualLrpState::Running => {
+                    match self.cell(&lrp.cell_id).await? {
+                        None => {
+                            if self.delete_actual(&row).await? {
+                                return Ok(());
+                            }
                         }
+                        Some(cell) => match self
+                            .external
+                            .stop_lrp_instance(&cell, key, &lrp.instance_guid)
+                            .await
+                        {
+                            Ok(()) => return Ok(()),
+                            Err(e) => last_error = e,
+                        },
                     }
-                    Some(cell) => match self.external.stop_lrp_instance(&cell, key, &lrp.instance_guid).await {
-                        Ok(()) => return Ok(()),
-                        Err(e) => last_error = e,
-                    },
-                },
+                }
             }
         }
-        Err(BbsError::new(ErrorType::UnknownError, format!("cannot retire {:?} index {}: {last_error}", key.process_guid, key.index)))
+        Err(BbsError::new(
+            ErrorType::UnknownError,
+            format!(
+                "cannot retire {:?} index {}: {last_error}",
+                key.process_guid, key.index
+            ),
+        ))
     }
 }

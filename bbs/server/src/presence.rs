@@ -12,11 +12,20 @@ use crate::{Bbs, BbsResult, keys};
 
 fn lock_error(e: LockError) -> BbsError {
     match e {
-        LockError::Collision { key, owner } => {
-            BbsError::new(ErrorType::LockCollision, format!("{} is held by {owner:?}", key.rsplit('/').next().unwrap_or(&key)))
+        LockError::Collision { key, owner } => BbsError::new(
+            ErrorType::LockCollision,
+            format!(
+                "{} is held by {owner:?}",
+                key.rsplit('/').next().unwrap_or(&key)
+            ),
+        ),
+        LockError::NotFound(key) => BbsError::not_found(format!(
+            "lock {:?} not found",
+            key.rsplit('/').next().unwrap_or(&key)
+        )),
+        LockError::Corrupt { key } => {
+            BbsError::new(ErrorType::Deserialize, format!("lock {key} is corrupt"))
         }
-        LockError::NotFound(key) => BbsError::not_found(format!("lock {:?} not found", key.rsplit('/').next().unwrap_or(&key))),
-        LockError::Corrupt { key } => BbsError::new(ErrorType::Deserialize, format!("lock {key} is corrupt")),
         LockError::Store(e) => write_error(e),
     }
 }
@@ -36,7 +45,11 @@ impl Bbs {
         let op = if req.ttl == 0 {
             Op::put(&key, Vec::new())
         } else {
-            let lease = self.store().grant_lease(Duration::from_secs(u64::from(req.ttl))).await.map_err(write_error)?;
+            let lease = self
+                .store()
+                .grant_lease(Duration::from_secs(u64::from(req.ttl)))
+                .await
+                .map_err(write_error)?;
             Op::put_with_lease(&key, Vec::new(), lease)
         };
         self.db.commit(Txn::new().then(op)).await?;
@@ -45,12 +58,18 @@ impl Bbs {
 
     pub async fn domains(&self) -> BbsResult<Vec<String>> {
         let listing = self.store().list(keys::DOMAINS).await.map_err(read_error)?;
-        Ok(listing.kvs.iter().filter_map(|kv| kv.key.strip_prefix(keys::DOMAINS).map(str::to_string)).collect())
+        Ok(listing
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(keys::DOMAINS).map(str::to_string))
+            .collect())
     }
 
     /// Cells whose presence is alive.
     pub async fn cells(&self) -> BbsResult<Vec<CellPresence>> {
-        let presences = lock::list(self.store().as_ref(), keys::PRESENCES).await.map_err(lock_error)?;
+        let presences = lock::list(self.store().as_ref(), keys::PRESENCES)
+            .await
+            .map_err(lock_error)?;
         Ok(presences
             .iter()
             .filter_map(|p| match serde_json::from_slice::<CellPresence>(&p.value) {
@@ -80,8 +99,11 @@ impl Bbs {
         req.validate()?;
         let resource = &req.resource;
         if resource.lock_type == LockType::Presence {
-            let cell: CellPresence = serde_json::from_str(&resource.value)
-                .map_err(|e| BbsError::invalid_request(format!("a presence's value must be a cell presence: {e}")))?;
+            let cell: CellPresence = serde_json::from_str(&resource.value).map_err(|e| {
+                BbsError::invalid_request(format!(
+                    "a presence's value must be a cell presence: {e}"
+                ))
+            })?;
             cell.validate()?;
             if cell.cell_id != resource.key {
                 return Err(BbsError::invalid_request(format!(
@@ -91,9 +113,15 @@ impl Bbs {
             }
         }
         let ttl = Duration::from_secs(u64::try_from(req.ttl_in_seconds).unwrap_or(1));
-        lock::acquire(self.store().as_ref(), &store_key(resource), &resource.owner, resource.value.as_bytes(), ttl)
-            .await
-            .map_err(lock_error)?;
+        lock::acquire(
+            self.store().as_ref(),
+            &store_key(resource),
+            &resource.owner,
+            resource.value.as_bytes(),
+            ttl,
+        )
+        .await
+        .map_err(lock_error)?;
         Ok(())
     }
 
@@ -101,27 +129,56 @@ impl Bbs {
         let mut p = diego_model::validate::Problems::new();
         req.resource.validate_into(&mut p);
         p.into_request_result()?;
-        lock::release(self.store().as_ref(), &store_key(&req.resource), &req.resource.owner).await.map_err(lock_error)
+        lock::release(
+            self.store().as_ref(),
+            &store_key(&req.resource),
+            &req.resource.owner,
+        )
+        .await
+        .map_err(lock_error)
     }
 
     pub async fn fetch_lock(&self, key: &str, lock_type: LockType) -> BbsResult<LockResource> {
-        let resource = LockResource { key: key.to_string(), lock_type, ..LockResource::default() };
+        let resource = LockResource {
+            key: key.to_string(),
+            lock_type,
+            ..LockResource::default()
+        };
         let mut p = diego_model::validate::Problems::new();
         p.name("key", key);
         p.into_request_result()?;
-        let held = lock::fetch(self.store().as_ref(), &store_key(&resource)).await.map_err(lock_error)?;
-        Ok(LockResource { owner: held.owner, value: String::from_utf8_lossy(&held.value).into_owned(), ..resource })
+        let held = lock::fetch(self.store().as_ref(), &store_key(&resource))
+            .await
+            .map_err(lock_error)?;
+        Ok(LockResource {
+            owner: held.owner,
+            value: String::from_utf8_lossy(&held.value).into_owned(),
+            ..resource
+        })
     }
 
-    pub async fn fetch_all_locks(&self, lock_type: Option<LockType>) -> BbsResult<Vec<LockResource>> {
+    pub async fn fetch_all_locks(
+        &self,
+        lock_type: Option<LockType>,
+    ) -> BbsResult<Vec<LockResource>> {
         let mut out = Vec::new();
-        for (prefix, kind) in [(keys::LOCKS, LockType::Lock), (keys::PRESENCES, LockType::Presence)] {
+        for (prefix, kind) in [
+            (keys::LOCKS, LockType::Lock),
+            (keys::PRESENCES, LockType::Presence),
+        ] {
             if lock_type.is_some_and(|t| t != kind) {
                 continue;
             }
-            for held in lock::list(self.store().as_ref(), prefix).await.map_err(lock_error)? {
+            for held in lock::list(self.store().as_ref(), prefix)
+                .await
+                .map_err(lock_error)?
+            {
                 out.push(LockResource {
-                    key: held.key.strip_prefix(prefix).unwrap_or(&held.key).to_string(),
+                    key: held
+                        .key
+                        .strip_prefix(prefix)
+                        .unwrap_or(&held.key)
+                        .to_string(),
                     owner: held.owner,
                     value: String::from_utf8_lossy(&held.value).into_owned(),
                     lock_type: kind,
@@ -139,7 +196,13 @@ impl Bbs {
             members: health
                 .members
                 .into_iter()
-                .map(|m| StoreMember { name: m.name, endpoint: m.endpoint, healthy: m.healthy, leader: m.leader, error: m.error })
+                .map(|m| StoreMember {
+                    name: m.name,
+                    endpoint: m.endpoint,
+                    healthy: m.healthy,
+                    leader: m.leader,
+                    error: m.error,
+                })
                 .collect(),
         })
     }

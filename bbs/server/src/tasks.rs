@@ -25,12 +25,21 @@ impl Bbs {
     }
 
     pub async fn task(&self, task_guid: &str) -> BbsResult<Versioned<Task>> {
-        self.db.read(&keys::task(task_guid)).await?.ok_or_else(|| BbsError::not_found(format!("task {task_guid:?} not found")))
+        self.db
+            .read(&keys::task(task_guid))
+            .await?
+            .ok_or_else(|| BbsError::not_found(format!("task {task_guid:?} not found")))
     }
 
     async fn replace_task(&self, before: &Versioned<Task>, after: &Task) -> BbsResult<bool> {
         let key = keys::task(&after.task_guid);
-        self.db.commit(Txn::new().when(Compare::unchanged(&key, before.revision)).then(Op::put(&key, encode(after)?))).await
+        self.db
+            .commit(
+                Txn::new()
+                    .when(Compare::unchanged(&key, before.revision))
+                    .then(Op::put(&key, encode(after)?)),
+            )
+            .await
     }
 
     pub async fn desire_task(&self, req: DesireTaskRequest) -> BbsResult<()> {
@@ -46,8 +55,19 @@ impl Bbs {
             ..Task::default()
         };
         let key = keys::task(&task.task_guid);
-        if !self.db.commit(Txn::new().when(Compare::absent(&key)).then(Op::put(&key, encode(&task)?))).await? {
-            return Err(BbsError::exists(format!("task {:?} already exists", task.task_guid)));
+        if !self
+            .db
+            .commit(
+                Txn::new()
+                    .when(Compare::absent(&key))
+                    .then(Op::put(&key, encode(&task)?)),
+            )
+            .await?
+        {
+            return Err(BbsError::exists(format!(
+                "task {:?} already exists",
+                task.task_guid
+            )));
         }
         tracing::info!(task_guid = %task.task_guid, "task desired");
         self.external.request_task_auction(&task);
@@ -62,14 +82,19 @@ impl Bbs {
             let row = self.task(&req.task_guid).await?;
             let task = &row.record;
             if task.state == TaskState::Running && task.cell_id == req.cell_id {
-                return Ok(Some(StartTaskResponse { should_start: false }));
+                return Ok(Some(StartTaskResponse {
+                    should_start: false,
+                }));
             }
             task.state.validate_transition_to(TaskState::Running)?;
             let mut after = task.clone();
             after.state = TaskState::Running;
             after.cell_id = req.cell_id.clone();
             after.updated_at = now();
-            Ok(self.replace_task(&row, &after).await?.then_some(StartTaskResponse { should_start: true }))
+            Ok(self
+                .replace_task(&row, &after)
+                .await?
+                .then_some(StartTaskResponse { should_start: true }))
         })
         .await
     }
@@ -91,13 +116,14 @@ impl Bbs {
 
     pub async fn cancel_task(self: &std::sync::Arc<Self>, task_guid: &str) -> BbsResult<()> {
         let before = self.task(task_guid).await?.record;
-        let after = self.fail_pending_or_running(task_guid, "task was cancelled").await?;
-        if !before.cell_id.is_empty() {
-            if let Some(cell) = self.cell(&before.cell_id).await? {
-                if let Err(e) = self.external.cancel_task(&cell, task_guid).await {
-                    tracing::warn!(%task_guid, error = %e, "cannot tell the rep to cancel the task");
-                }
-            }
+        let after = self
+            .fail_pending_or_running(task_guid, "task was cancelled")
+            .await?;
+        if !before.cell_id.is_empty()
+            && let Some(cell) = self.cell(&before.cell_id).await?
+            && let Err(e) = self.external.cancel_task(&cell, task_guid).await
+        {
+            tracing::warn!(%task_guid, error = %e, "cannot tell the rep to cancel the task");
         }
         self.after_completion(after);
         Ok(())
@@ -105,14 +131,19 @@ impl Bbs {
 
     pub async fn fail_task(self: &std::sync::Arc<Self>, req: &FailTaskRequest) -> BbsResult<()> {
         req.validate()?;
-        let after = self.fail_pending_or_running(&req.task_guid, &req.failure_reason).await?;
+        let after = self
+            .fail_pending_or_running(&req.task_guid, &req.failure_reason)
+            .await?;
         self.after_completion(after);
         Ok(())
     }
 
     /// The auctioneer or a rep could not run a PENDING task: count it, and fail the task after
     /// `max_task_retries` rejections.
-    pub async fn reject_task(self: &std::sync::Arc<Self>, req: &RejectTaskRequest) -> BbsResult<()> {
+    pub async fn reject_task(
+        self: &std::sync::Arc<Self>,
+        req: &RejectTaskRequest,
+    ) -> BbsResult<()> {
         req.validate()?;
         let max = self.config.max_task_retries;
         let after = with_retries("reject task", || async {
@@ -137,7 +168,10 @@ impl Bbs {
         Ok(())
     }
 
-    pub async fn complete_task(self: &std::sync::Arc<Self>, req: &CompleteTaskRequest) -> BbsResult<()> {
+    pub async fn complete_task(
+        self: &std::sync::Arc<Self>,
+        req: &CompleteTaskRequest,
+    ) -> BbsResult<()> {
         req.validate()?;
         let after = with_retries("complete task", || async {
             let row = self.task(&req.task_guid).await?;
@@ -145,7 +179,10 @@ impl Bbs {
             if task.state == TaskState::Running && task.cell_id != req.cell_id {
                 return Err(BbsError::new(
                     ErrorType::RunningOnDifferentCell,
-                    format!("task {:?} runs on {:?}, not {:?}", task.task_guid, task.cell_id, req.cell_id),
+                    format!(
+                        "task {:?} runs on {:?}, not {:?}",
+                        task.task_guid, task.cell_id, req.cell_id
+                    ),
                 ));
             }
             task.state.validate_transition_to(TaskState::Completed)?;
@@ -160,7 +197,9 @@ impl Bbs {
     pub async fn resolving_task(&self, task_guid: &str) -> BbsResult<Task> {
         with_retries("resolving task", || async {
             let row = self.task(task_guid).await?;
-            row.record.state.validate_transition_to(TaskState::Resolving)?;
+            row.record
+                .state
+                .validate_transition_to(TaskState::Resolving)?;
             let mut after = row.record.clone();
             after.state = TaskState::Resolving;
             after.updated_at = now();
@@ -175,11 +214,22 @@ impl Bbs {
             if row.record.state != TaskState::Resolving {
                 return Err(BbsError::new(
                     ErrorType::InvalidStateTransition,
-                    format!("task {task_guid:?} is {:?}; only a Resolving task can be deleted", row.record.state),
+                    format!(
+                        "task {task_guid:?} is {:?}; only a Resolving task can be deleted",
+                        row.record.state
+                    ),
                 ));
             }
             let key = keys::task(task_guid);
-            Ok(self.db.commit(Txn::new().when(Compare::unchanged(&key, row.revision)).then(Op::delete(&key))).await?.then_some(()))
+            Ok(self
+                .db
+                .commit(
+                    Txn::new()
+                        .when(Compare::unchanged(&key, row.revision))
+                        .then(Op::delete(&key)),
+                )
+                .await?
+                .then_some(()))
         })
         .await
     }
@@ -217,12 +267,18 @@ impl Bbs {
                     tracing::info!(task_guid = %task.task_guid, error = %e, attempt, "callback unreachable");
                 }
                 Err(e) => {
-                    return Err(BbsError::new(ErrorType::UnknownError, format!("callback to {url} failed: {e}")));
+                    return Err(BbsError::new(
+                        ErrorType::UnknownError,
+                        format!("callback to {url} failed: {e}"),
+                    ));
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(BbsError::new(ErrorType::UnknownError, format!("callback to {url} did not succeed in {CALLBACK_ATTEMPTS} attempts")))
+        Err(BbsError::new(
+            ErrorType::UnknownError,
+            format!("callback to {url} did not succeed in {CALLBACK_ATTEMPTS} attempts"),
+        ))
     }
 }
 
@@ -231,7 +287,11 @@ fn completed(task: &Task, failed: bool, reason: &str, result: &str) -> Task {
     let mut after = task.clone();
     after.state = TaskState::Completed;
     after.failed = failed;
-    after.failure_reason = if failed { reason.to_string() } else { String::new() };
+    after.failure_reason = if failed {
+        reason.to_string()
+    } else {
+        String::new()
+    };
     after.result = result.to_string();
     after.updated_at = now;
     after.first_completed_at = now;

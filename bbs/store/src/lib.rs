@@ -60,29 +60,53 @@ pub enum Compare {
 impl Compare {
     /// The key must not exist.
     pub fn absent(key: impl Into<String>) -> Self {
-        Compare::ModRevision { key: key.into(), revision: 0 }
+        Compare::ModRevision {
+            key: key.into(),
+            revision: 0,
+        }
     }
 
     /// The key must still be at `revision` (unchanged since it was read).
     pub fn unchanged(key: impl Into<String>, revision: Revision) -> Self {
-        Compare::ModRevision { key: key.into(), revision }
+        Compare::ModRevision {
+            key: key.into(),
+            revision,
+        }
     }
 }
 
 /// A write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Vec<u8>, lease: Option<LeaseId> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 impl Op {
     pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        Op::Put { key: key.into(), value: value.into(), lease: None }
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
     }
 
-    pub fn put_with_lease(key: impl Into<String>, value: impl Into<Vec<u8>>, lease: LeaseId) -> Self {
-        Op::Put { key: key.into(), value: value.into(), lease: Some(lease) }
+    pub fn put_with_lease(
+        key: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Self {
+        Op::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
+        }
     }
 
     pub fn delete(key: impl Into<String>) -> Self {
@@ -216,7 +240,10 @@ pub enum StoreError {
     LeaseNotFound(LeaseId),
     /// A watch asked for revisions that have been compacted away.
     #[error("revision {requested} has been compacted; oldest available is {compact_revision}")]
-    Compacted { requested: Revision, compact_revision: Revision },
+    Compacted {
+        requested: Revision,
+        compact_revision: Revision,
+    },
     /// The request itself was wrong (e.g. duplicate keys in one transaction, an empty key).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -251,7 +278,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Streams every change to keys under `prefix` with revision `>= from_revision`, then every
     /// later change, until the stream is dropped. `from_revision` 0 means "from now on".
-    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream, StoreError>;
+    async fn watch(&self, prefix: &str, from_revision: Revision)
+    -> Result<WatchStream, StoreError>;
 
     /// The current store revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
@@ -265,19 +293,34 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 pub trait StoreExt: Store {
     /// Creates `key` only if it is absent. `Ok(false)` if it already exists.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
-        let outcome = self.txn(Txn::new().when(Compare::absent(key)).then(Op::put(key, value))).await?;
+        let outcome = self
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(key))
+                    .then(Op::put(key, value)),
+            )
+            .await?;
         Ok(outcome.committed())
     }
 
     /// Replaces `key` only if it is still at `revision`. `Ok(false)` if it changed meanwhile.
-    async fn replace(&self, key: &str, revision: Revision, value: Vec<u8>) -> Result<bool, StoreError> {
-        let txn = Txn::new().when(Compare::unchanged(key, revision)).then(Op::put(key, value));
+    async fn replace(
+        &self,
+        key: &str,
+        revision: Revision,
+        value: Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let txn = Txn::new()
+            .when(Compare::unchanged(key, revision))
+            .then(Op::put(key, value));
         Ok(self.txn(txn).await?.committed())
     }
 
     /// Deletes `key` only if it is still at `revision`. `Ok(false)` if it changed meanwhile.
     async fn delete_if(&self, key: &str, revision: Revision) -> Result<bool, StoreError> {
-        let txn = Txn::new().when(Compare::unchanged(key, revision)).then(Op::delete(key));
+        let txn = Txn::new()
+            .when(Compare::unchanged(key, revision))
+            .then(Op::delete(key));
         Ok(self.txn(txn).await?.committed())
     }
 
@@ -285,7 +328,9 @@ pub trait StoreExt: Store {
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
         match self.txn(Txn::new().then(Op::put(key, value))).await? {
             TxnOutcome::Committed { revision } => Ok(revision),
-            TxnOutcome::CompareFailed => Err(StoreError::Backend("unconditional put reported a failed compare".into())),
+            TxnOutcome::CompareFailed => Err(StoreError::Backend(
+                "unconditional put reported a failed compare".into(),
+            )),
         }
     }
 }
@@ -301,7 +346,10 @@ pub fn validate_txn(txn: &Txn) -> Result<(), StoreError> {
     }
     keys.sort_unstable();
     if let Some(pair) = keys.windows(2).find(|w| w[0] == w[1]) {
-        return Err(StoreError::InvalidRequest(format!("key {:?} appears twice in one transaction", pair[0])));
+        return Err(StoreError::InvalidRequest(format!(
+            "key {:?} appears twice in one transaction",
+            pair[0]
+        )));
     }
     Ok(())
 }

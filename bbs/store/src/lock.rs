@@ -51,7 +51,12 @@ pub async fn acquire(
                     .then(Op::put_with_lease(key, encode(owner, value), lease));
                 match store.txn(txn).await {
                     Ok(TxnOutcome::Committed { .. }) => {
-                        return Ok(Lock { key: key.into(), owner: owner.into(), value: value.into(), lease });
+                        return Ok(Lock {
+                            key: key.into(),
+                            owner: owner.into(),
+                            value: value.into(),
+                            lease,
+                        });
                     }
                     Ok(TxnOutcome::CompareFailed) => {
                         // Someone else took it between our read and our write.
@@ -66,7 +71,10 @@ pub async fn acquire(
             Some(kv) => {
                 let held = decode(&kv)?;
                 if held.owner != owner {
-                    return Err(LockError::Collision { key: key.into(), owner: held.owner });
+                    return Err(LockError::Collision {
+                        key: key.into(),
+                        owner: held.owner,
+                    });
                 }
                 match store.keep_alive(held.lease).await {
                     Ok(()) => {}
@@ -81,20 +89,32 @@ pub async fn acquire(
                     .when(Compare::unchanged(key, kv.mod_revision))
                     .then(Op::put_with_lease(key, encode(owner, value), held.lease));
                 if store.txn(txn).await?.committed() {
-                    return Ok(Lock { value: value.into(), ..held });
+                    return Ok(Lock {
+                        value: value.into(),
+                        ..held
+                    });
                 }
             }
         }
     }
-    Err(StoreError::Backend(format!("lock {key:?} kept changing under {MAX_RACES} attempts")).into())
+    Err(StoreError::Backend(format!(
+        "lock {key:?} kept changing under {MAX_RACES} attempts"
+    ))
+    .into())
 }
 
 /// Releases the lock at `key` if `owner` holds it: its lease is revoked, so it is gone at once.
 pub async fn release(store: &dyn Store, key: &str, owner: &str) -> Result<(), LockError> {
-    let kv = store.get(key).await?.ok_or_else(|| LockError::NotFound(key.into()))?;
+    let kv = store
+        .get(key)
+        .await?
+        .ok_or_else(|| LockError::NotFound(key.into()))?;
     let held = decode(&kv)?;
     if held.owner != owner {
-        return Err(LockError::Collision { key: key.into(), owner: held.owner });
+        return Err(LockError::Collision {
+            key: key.into(),
+            owner: held.owner,
+        });
     }
     match store.revoke_lease(held.lease).await {
         // Already expired: the key is gone, which is what the caller wanted.
@@ -105,7 +125,10 @@ pub async fn release(store: &dyn Store, key: &str, owner: &str) -> Result<(), Lo
 
 /// Reads the lock at `key`.
 pub async fn fetch(store: &dyn Store, key: &str) -> Result<Lock, LockError> {
-    let kv = store.get(key).await?.ok_or_else(|| LockError::NotFound(key.into()))?;
+    let kv = store
+        .get(key)
+        .await?
+        .ok_or_else(|| LockError::NotFound(key.into()))?;
     decode(&kv)
 }
 
@@ -125,7 +148,9 @@ fn encode(owner: &str, value: &[u8]) -> Vec<u8> {
 
 /// Decodes a stored lock.
 pub fn decode(kv: &KeyValue) -> Result<Lock, LockError> {
-    let corrupt = || LockError::Corrupt { key: kv.key.clone() };
+    let corrupt = || LockError::Corrupt {
+        key: kv.key.clone(),
+    };
     let lease = kv.lease.ok_or_else(corrupt)?;
     let (len, rest) = kv.value.split_first_chunk::<4>().ok_or_else(corrupt)?;
     let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| corrupt())?;
@@ -134,5 +159,10 @@ pub fn decode(kv: &KeyValue) -> Result<Lock, LockError> {
     }
     let (owner, value) = rest.split_at(len);
     let owner = String::from_utf8(owner.to_vec()).map_err(|_| corrupt())?;
-    Ok(Lock { key: kv.key.clone(), owner, value: value.to_vec(), lease })
+    Ok(Lock {
+        key: kv.key.clone(),
+        owner,
+        value: value.to_vec(),
+        lease,
+    })
 }

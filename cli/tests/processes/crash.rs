@@ -43,15 +43,34 @@ async fn acknowledged_writes_survive_kill_9() {
 
         let bbs = BbsProcess::start(&store).await;
         // Listing decodes every stored record: a half-written one would fail the listing.
-        let desired: BTreeSet<String> =
-            bbs.client.desired_lrps(&DesiredLrpsRequest::default()).await.unwrap().into_iter().map(|d| d.process_guid).collect();
+        let desired: BTreeSet<String> = bbs
+            .client
+            .desired_lrps(&DesiredLrpsRequest::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.process_guid)
+            .collect();
         let missing: Vec<&String> = acked.iter().filter(|g| !desired.contains(*g)).collect();
-        assert!(missing.is_empty(), "round {round}: {} acknowledged desires lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-        let actuals = bbs.client.actual_lrps(&ActualLrpsRequest::default()).await.unwrap();
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} acknowledged desires lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        let actuals = bbs
+            .client
+            .actual_lrps(&ActualLrpsRequest::default())
+            .await
+            .unwrap();
         for guid in &acked {
             let n = actuals.iter().filter(|a| &a.process_guid == guid).count();
             assert_eq!(n, 2, "round {round}: {guid} has {n} instances");
         }
-        eprintln!("round {round}: {} acknowledged writes all present after kill -9 ({} desired in store)", acked.len(), desired.len());
+        eprintln!(
+            "round {round}: {} acknowledged writes all present after kill -9 ({} desired in store)",
+            acked.len(),
+            desired.len()
+        );
     }
 }

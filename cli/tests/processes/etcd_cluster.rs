@@ -18,11 +18,18 @@ struct Outcomes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_survive_losing_the_leader_and_the_bbs_reports_it() {
-    let cluster = tokio::task::spawn_blocking(|| diego_testkit::EtcdCluster::start(3)).await.unwrap().expect("etcd cluster");
+    let cluster = tokio::task::spawn_blocking(|| diego_testkit::EtcdCluster::start(3))
+        .await
+        .unwrap()
+        .expect("etcd cluster");
     let cluster = Arc::new(cluster);
     let bbs = BbsProcess::start(&["--etcd".to_string(), cluster.endpoints().join(",")]).await;
     let health = bbs.client.store_health().await.unwrap();
-    assert_eq!((health.members.len(), health.degraded), (3, false), "{health:?}");
+    assert_eq!(
+        (health.members.len(), health.degraded),
+        (3, false),
+        "{health:?}"
+    );
 
     let outcomes: Arc<Mutex<Outcomes>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -42,7 +49,10 @@ async fn writes_survive_losing_the_leader_and_the_bbs_reports_it() {
                         outcomes.lock().unwrap().unknown.push(guid)
                     }
                     Err(e) => {
-                        assert!(e.kind() == Some(ErrorType::Unavailable), "a write during failover failed cleanly with {e}");
+                        assert!(
+                            e.kind() == Some(ErrorType::Unavailable),
+                            "a write during failover failed cleanly with {e}"
+                        );
                         outcomes.lock().unwrap().refused.push(guid);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -54,11 +64,17 @@ async fn writes_survive_losing_the_leader_and_the_bbs_reports_it() {
     let before_kill = outcomes.lock().unwrap().acked.len();
     let leader = {
         let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.leader_index()).await.unwrap().unwrap()
+        tokio::task::spawn_blocking(move || cluster.leader_index())
+            .await
+            .unwrap()
+            .unwrap()
     };
     {
         let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.kill(leader)).await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || cluster.kill(leader))
+            .await
+            .unwrap()
+            .unwrap();
     }
     let killed_at = Instant::now();
     // Writes resume on the two survivors.
@@ -68,13 +84,20 @@ async fn writes_survive_losing_the_leader_and_the_bbs_reports_it() {
         if acked > before_kill + 50 {
             break killed_at.elapsed();
         }
-        assert!(Instant::now() < deadline, "writes did not resume after the leader died");
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after the leader died"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // The BBS reports the dead member instead of failing.
     let health = bbs.client.store_health().await.unwrap();
     assert!(health.degraded, "{health:?}");
-    assert_eq!(health.members.iter().filter(|m| !m.healthy).count(), 1, "{health:?}");
+    assert_eq!(
+        health.members.iter().filter(|m| !m.healthy).count(),
+        1,
+        "{health:?}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for writer in writers {
@@ -82,28 +105,55 @@ async fn writes_survive_losing_the_leader_and_the_bbs_reports_it() {
     }
 
     let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
-    let stored: std::collections::BTreeSet<String> =
-        bbs.client.desired_lrps(&DesiredLrpsRequest::default()).await.unwrap().into_iter().map(|d| d.process_guid).collect();
-    let lost: Vec<&String> = outcomes.acked.iter().filter(|g| !stored.contains(*g)).collect();
+    let stored: std::collections::BTreeSet<String> = bbs
+        .client
+        .desired_lrps(&DesiredLrpsRequest::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.process_guid)
+        .collect();
+    let lost: Vec<&String> = outcomes
+        .acked
+        .iter()
+        .filter(|g| !stored.contains(*g))
+        .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    let refused_but_stored: Vec<&String> = outcomes.refused.iter().filter(|g| stored.contains(*g)).collect();
-    assert!(refused_but_stored.is_empty(), "writes reported as not applied were applied: {refused_but_stored:?}");
+    let refused_but_stored: Vec<&String> = outcomes
+        .refused
+        .iter()
+        .filter(|g| stored.contains(*g))
+        .collect();
+    assert!(
+        refused_but_stored.is_empty(),
+        "writes reported as not applied were applied: {refused_but_stored:?}"
+    );
     eprintln!(
         "leader {leader} killed: writes resumed after {resumed_after:?}; {} acknowledged (all present), {} outcome unknown ({} of them applied), {} refused",
         outcomes.acked.len(),
         outcomes.unknown.len(),
-        outcomes.unknown.iter().filter(|g| stored.contains(*g)).count(),
+        outcomes
+            .unknown
+            .iter()
+            .filter(|g| stored.contains(*g))
+            .count(),
         outcomes.refused.len()
     );
 
     // The member comes back and the BBS sees a healthy cluster again.
     {
         let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.restart(leader)).await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || cluster.restart(leader))
+            .await
+            .unwrap()
+            .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while bbs.client.store_health().await.unwrap().degraded {
-        assert!(Instant::now() < deadline, "the restarted member never looked healthy");
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member never looked healthy"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -1,6 +1,8 @@
 //! The `diego` binary as real processes: BBS crash safety on the embedded store, several BBS
 //! processes over one etcd, and a BBS over a 3-member etcd cluster losing its leader.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod crash;
 mod etcd_cluster;
 mod multi_bbs;
@@ -20,7 +22,9 @@ pub struct BbsProcess {
 
 impl std::fmt::Debug for BbsProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BbsProcess").field("url", &self.url).finish()
+        f.debug_struct("BbsProcess")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -37,7 +41,13 @@ impl BbsProcess {
         let port = diego_testkit::free_port();
         let url = format!("http://127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_diego"))
-            .args(["--log", "warn", "bbs", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--log",
+                "warn",
+                "bbs",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .args(store_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -46,7 +56,10 @@ impl BbsProcess {
         let client = BbsClient::new(&url);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !client.ping().await.unwrap_or(false) {
-            assert!(Instant::now() < deadline, "diego bbs did not come up on {url}");
+            assert!(
+                Instant::now() < deadline,
+                "diego bbs did not come up on {url}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         BbsProcess { child, url, client }

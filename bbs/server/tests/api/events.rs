@@ -4,7 +4,10 @@ use diego_model::{ActualLrpState, Event};
 use crate::*;
 
 async fn next(sub: &mut diego_bbs_client::Subscription) -> (String, Event) {
-    tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await.expect("an event within 10 s").unwrap()
+    tokio::time::timeout(std::time::Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
 }
 
 #[tokio::test]
@@ -26,11 +29,30 @@ async fn lrp_events_tell_the_whole_story_in_order() {
     loop {
         let (id, event) = next(&mut sub).await;
         ids.push(id);
-        if let Event::ActualLrpCrashed { crash_count, instance_guid, cell_id, crash_reason, .. } = &event {
-            assert_eq!((*crash_count, instance_guid.as_str(), cell_id.as_str(), crash_reason.as_str()), (1, "i-1", "cell-1", "exit 1"));
+        if let Event::ActualLrpCrashed {
+            crash_count,
+            instance_guid,
+            cell_id,
+            crash_reason,
+            ..
+        } = &event
+        {
+            assert_eq!(
+                (
+                    *crash_count,
+                    instance_guid.as_str(),
+                    cell_id.as_str(),
+                    crash_reason.as_str()
+                ),
+                (1, "i-1", "cell-1", "exit 1")
+            );
         }
         if let Event::ActualLrpInstanceChanged { after, .. } = &event {
-            assert_ne!(after.state, ActualLrpState::Crashed, "the first crash restarts at once");
+            assert_ne!(
+                after.state,
+                ActualLrpState::Crashed,
+                "the first crash restarts at once"
+            );
         }
         let last = matches!(event, Event::ActualLrpInstanceRemoved { .. });
         names.push(event.name());
@@ -109,8 +131,12 @@ async fn the_cell_filter_passes_only_that_cells_instances() {
     c.desire_lrp(&lrp("web", 2)).await.unwrap();
     let mut sub = c.subscribe(EventStream::Lrps, Some("cell-b".into()), None);
     sub.connect().await.unwrap();
-    claim(c, "web", 0, &instance("i-a", "cell-a")).await.unwrap();
-    claim(c, "web", 1, &instance("i-b", "cell-b")).await.unwrap();
+    claim(c, "web", 0, &instance("i-a", "cell-a"))
+        .await
+        .unwrap();
+    claim(c, "web", 1, &instance("i-b", "cell-b"))
+        .await
+        .unwrap();
     match next(&mut sub).await.1 {
         Event::ActualLrpInstanceChanged { after, .. } => assert_eq!(after.cell_id, "cell-b"),
         other => panic!("unexpected {other:?}"),

@@ -1,11 +1,13 @@
 //! The BBS API end to end: a real BBS on a real embedded store, over real HTTP, driven by the
 //! typed client (and raw HTTP where the point is bad input).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
 mod actual_lrps;
 mod bad_input;
 mod desired_lrps;
-mod events;
 mod evacuation;
+mod events;
 mod leases;
 mod openapi;
 mod tasks;
@@ -15,7 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use diego_bbs_client::BbsClient;
 use diego_model::requests::*;
-use diego_model::{Action, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, CellCapacity, CellPresence, DesiredLrp, PortMapping};
+use diego_model::{
+    Action, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, CellCapacity, CellPresence,
+    DesiredLrp, PortMapping,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A BBS serving on 127.0.0.1 over a fresh embedded store; stopped when dropped.
@@ -39,12 +44,19 @@ pub async fn start_bbs() -> TestBbs {
 
 pub async fn start_bbs_with(config: diego_bbs::Config) -> TestBbs {
     let dir = tempfile::tempdir().unwrap();
-    let store = diego_store_redb::EmbeddedStore::open(dir.path().join("bbs.redb")).await.unwrap();
+    let store = diego_store_redb::EmbeddedStore::open(dir.path().join("bbs.redb"))
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     tokio::spawn(diego_bbs::serve(listener, store, config, shutdown.clone()));
-    TestBbs { client: BbsClient::new(&url), url, shutdown, _dir: dir }
+    TestBbs {
+        client: BbsClient::new(&url),
+        url,
+        shutdown,
+        _dir: dir,
+    }
 }
 
 pub fn lrp(process_guid: &str, instances: i32) -> DesiredLrp {
@@ -72,17 +84,36 @@ pub fn instance(guid: &str, cell: &str) -> ActualLrpInstanceKey {
 pub fn net(address: &str) -> ActualLrpNetInfo {
     ActualLrpNetInfo {
         address: address.into(),
-        ports: vec![PortMapping { container_port: 8080, host_port: 61001, ..Default::default() }],
+        ports: vec![PortMapping {
+            container_port: 8080,
+            host_port: 61001,
+            ..Default::default()
+        }],
         instance_address: "10.255.0.2".into(),
         ..Default::default()
     }
 }
 
-pub async fn claim(bbs: &BbsClient, process_guid: &str, index: i32, on: &ActualLrpInstanceKey) -> Result<(), diego_bbs_client::ClientError> {
-    bbs.claim_actual_lrp(&ClaimActualLrpRequest { process_guid: process_guid.into(), index, actual_lrp_instance_key: on.clone() }).await
+pub async fn claim(
+    bbs: &BbsClient,
+    process_guid: &str,
+    index: i32,
+    on: &ActualLrpInstanceKey,
+) -> Result<(), diego_bbs_client::ClientError> {
+    bbs.claim_actual_lrp(&ClaimActualLrpRequest {
+        process_guid: process_guid.into(),
+        index,
+        actual_lrp_instance_key: on.clone(),
+    })
+    .await
 }
 
-pub async fn start(bbs: &BbsClient, process_guid: &str, index: i32, on: &ActualLrpInstanceKey) -> Result<(), diego_bbs_client::ClientError> {
+pub async fn start(
+    bbs: &BbsClient,
+    process_guid: &str,
+    index: i32,
+    on: &ActualLrpInstanceKey,
+) -> Result<(), diego_bbs_client::ClientError> {
     bbs.start_actual_lrp(&StartActualLrpRequest {
         actual_lrp_key: key(process_guid, index),
         actual_lrp_instance_key: on.clone(),
@@ -92,7 +123,13 @@ pub async fn start(bbs: &BbsClient, process_guid: &str, index: i32, on: &ActualL
     .await
 }
 
-pub async fn crash(bbs: &BbsClient, process_guid: &str, index: i32, on: &ActualLrpInstanceKey, why: &str) -> Result<(), diego_bbs_client::ClientError> {
+pub async fn crash(
+    bbs: &BbsClient,
+    process_guid: &str,
+    index: i32,
+    on: &ActualLrpInstanceKey,
+    why: &str,
+) -> Result<(), diego_bbs_client::ClientError> {
     bbs.crash_actual_lrp(&CrashActualLrpRequest {
         actual_lrp_key: key(process_guid, index),
         actual_lrp_instance_key: on.clone(),
@@ -103,10 +140,16 @@ pub async fn crash(bbs: &BbsClient, process_guid: &str, index: i32, on: &ActualL
 
 pub async fn ordinary(bbs: &BbsClient, process_guid: &str, index: i32) -> diego_model::ActualLrp {
     let all = bbs
-        .actual_lrps(&ActualLrpsRequest { process_guid: process_guid.into(), index: Some(index), ..Default::default() })
+        .actual_lrps(&ActualLrpsRequest {
+            process_guid: process_guid.into(),
+            index: Some(index),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    all.into_iter().find(|a| a.presence == diego_model::Presence::Ordinary).expect("an ordinary row")
+    all.into_iter()
+        .find(|a| a.presence == diego_model::Presence::Ordinary)
+        .expect("an ordinary row")
 }
 
 /// A stand-in for a cell's rep: a real HTTP server that records the calls the BBS makes to it.
@@ -122,14 +165,20 @@ pub async fn fake_rep() -> FakeRep {
     let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
         let recorded = recorded.clone();
         async move {
-            recorded.lock().unwrap().push(format!("{} {}", request.method(), request.uri().path()));
+            recorded
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", request.method(), request.uri().path()));
             axum::http::StatusCode::ACCEPTED
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    FakeRep { url: format!("http://{addr}"), calls }
+    FakeRep {
+        url: format!("http://{addr}"),
+        calls,
+    }
 }
 
 pub async fn register_cell(bbs: &BbsClient, cell_id: &str, rep_url: &str, ttl: i64) {
@@ -138,7 +187,11 @@ pub async fn register_cell(bbs: &BbsClient, cell_id: &str, rep_url: &str, ttl: i
         rep_address: rep_url.into(),
         rep_url: rep_url.into(),
         zone: "z1".into(),
-        capacity: CellCapacity { memory_mb: 1024, disk_mb: 4096, containers: 10 },
+        capacity: CellCapacity {
+            memory_mb: 1024,
+            disk_mb: 4096,
+            containers: 10,
+        },
         ..Default::default()
     };
     bbs.register_cell(&cell, ttl).await.unwrap();
@@ -152,7 +205,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }

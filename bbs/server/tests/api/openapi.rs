@@ -26,7 +26,13 @@ async fn every_documented_route_is_served_and_every_schema_exists() {
     assert_eq!(doc, serde_json::to_value(diego_bbs::openapi()).unwrap());
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 40, "only {} paths documented", paths.len());
-    for required in ["/v1/desired_lrp/desire.r2", "/v1/actual_lrps/claim", "/v1/tasks/complete", "/v1/events/lrp_instances.r1", "/v1/store/health"] {
+    for required in [
+        "/v1/desired_lrp/desire.r2",
+        "/v1/actual_lrps/claim",
+        "/v1/tasks/complete",
+        "/v1/events/lrp_instances.r1",
+        "/v1/store/health",
+    ] {
         assert!(paths.contains_key(required), "{required} undocumented");
     }
     let http = reqwest::Client::new();
@@ -35,14 +41,24 @@ async fn every_documented_route_is_served_and_every_schema_exists() {
             continue; // streams; covered by the events tests
         }
         let response = if item.get("post").is_some() {
-            http.post(format!("{}{path}", bbs.url)).body("{}").send().await.unwrap()
+            http.post(format!("{}{path}", bbs.url))
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
         } else {
             http.get(format!("{}{path}", bbs.url)).send().await.unwrap()
         };
         let status = response.status().as_u16();
         // Empty requests are refused or answered, but the route exists and answers in JSON.
-        assert!(![404, 405].contains(&status) || path.contains("get_by") || path.contains("fetch"), "{path} answered {status}");
-        let body: serde_json::Value = response.json().await.unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
+        assert!(
+            ![404, 405].contains(&status) || path.contains("get_by") || path.contains("fetch"),
+            "{path} answered {status}"
+        );
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
         if status >= 400 {
             assert!(body["error"]["type"].is_string(), "{path}: {body}");
         }
@@ -52,9 +68,19 @@ async fn every_documented_route_is_served_and_every_schema_exists() {
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     for r in &referenced {
         let name = r.strip_prefix("#/components/schemas/").unwrap();
-        assert!(schemas.contains_key(name), "{r} is referenced but not defined");
+        assert!(
+            schemas.contains_key(name),
+            "{r} is referenced but not defined"
+        );
     }
-    for schema in ["DesiredLrp", "ActualLrp", "Task", "Action", "Event", "ErrorResponse"] {
+    for schema in [
+        "DesiredLrp",
+        "ActualLrp",
+        "Task",
+        "Action",
+        "Event",
+        "ErrorResponse",
+    ] {
         assert!(schemas.contains_key(schema), "schema {schema} missing");
     }
 }

@@ -24,25 +24,63 @@ async fn a_task_runs_through_its_states() {
     let bbs = start_bbs().await;
     let c = &bbs.client;
     c.desire_task(&task("t1")).await.unwrap();
-    assert_eq!(c.desire_task(&task("t1")).await.unwrap_err().kind(), Some(ErrorType::ResourceExists));
+    assert_eq!(
+        c.desire_task(&task("t1")).await.unwrap_err().kind(),
+        Some(ErrorType::ResourceExists)
+    );
     assert_eq!(c.task("t1").await.unwrap().state, TaskState::Pending);
 
     assert!(c.start_task("t1", "cell-1").await.unwrap());
-    assert!(!c.start_task("t1", "cell-1").await.unwrap(), "starting again on the same cell: don't start twice");
-    assert_eq!(c.start_task("t1", "cell-2").await.unwrap_err().kind(), Some(ErrorType::InvalidStateTransition));
-    assert_eq!(c.tasks(&TasksRequest { cell_id: "cell-1".into(), ..Default::default() }).await.unwrap().len(), 1);
+    assert!(
+        !c.start_task("t1", "cell-1").await.unwrap(),
+        "starting again on the same cell: don't start twice"
+    );
+    assert_eq!(
+        c.start_task("t1", "cell-2").await.unwrap_err().kind(),
+        Some(ErrorType::InvalidStateTransition)
+    );
+    assert_eq!(
+        c.tasks(&TasksRequest {
+            cell_id: "cell-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len(),
+        1
+    );
 
-    let complete = |cell: &str| CompleteTaskRequest { task_guid: "t1".into(), cell_id: cell.into(), result: "42".into(), ..Default::default() };
-    assert_eq!(c.complete_task(&complete("cell-2")).await.unwrap_err().kind(), Some(ErrorType::RunningOnDifferentCell));
+    let complete = |cell: &str| CompleteTaskRequest {
+        task_guid: "t1".into(),
+        cell_id: cell.into(),
+        result: "42".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.complete_task(&complete("cell-2"))
+            .await
+            .unwrap_err()
+            .kind(),
+        Some(ErrorType::RunningOnDifferentCell)
+    );
     c.complete_task(&complete("cell-1")).await.unwrap();
     let done = c.task("t1").await.unwrap();
-    assert_eq!((done.state, done.failed, done.result.as_str()), (TaskState::Completed, false, "42"));
+    assert_eq!(
+        (done.state, done.failed, done.result.as_str()),
+        (TaskState::Completed, false, "42")
+    );
     assert!(done.first_completed_at > 0);
 
-    assert_eq!(c.delete_task("t1").await.unwrap_err().kind(), Some(ErrorType::InvalidStateTransition));
+    assert_eq!(
+        c.delete_task("t1").await.unwrap_err().kind(),
+        Some(ErrorType::InvalidStateTransition)
+    );
     c.resolving_task("t1").await.unwrap();
     c.delete_task("t1").await.unwrap();
-    assert_eq!(c.task("t1").await.unwrap_err().kind(), Some(ErrorType::ResourceNotFound));
+    assert_eq!(
+        c.task("t1").await.unwrap_err().kind(),
+        Some(ErrorType::ResourceNotFound)
+    );
 }
 
 #[tokio::test]
@@ -57,14 +95,23 @@ async fn rejections_fail_a_task_after_max_retries_and_cancel_fails_it() {
     }
     c.reject_task("t1", "insufficient resources").await.unwrap();
     let failed = c.task("t1").await.unwrap();
-    assert_eq!((failed.state, failed.failed, failed.failure_reason.as_str()), (TaskState::Completed, true, "insufficient resources"));
+    assert_eq!(
+        (failed.state, failed.failed, failed.failure_reason.as_str()),
+        (TaskState::Completed, true, "insufficient resources")
+    );
 
     c.desire_task(&task("t2")).await.unwrap();
     c.start_task("t2", "cell-1").await.unwrap();
     c.cancel_task("t2").await.unwrap();
     let cancelled = c.task("t2").await.unwrap();
-    assert_eq!((cancelled.state, cancelled.failure_reason.as_str()), (TaskState::Completed, "task was cancelled"));
-    assert_eq!(c.cancel_task("t2").await.unwrap_err().kind(), Some(ErrorType::InvalidStateTransition));
+    assert_eq!(
+        (cancelled.state, cancelled.failure_reason.as_str()),
+        (TaskState::Completed, "task was cancelled")
+    );
+    assert_eq!(
+        c.cancel_task("t2").await.unwrap_err().kind(),
+        Some(ErrorType::InvalidStateTransition)
+    );
 }
 
 #[tokio::test]
@@ -92,11 +139,28 @@ async fn the_completion_callback_gets_the_result_and_the_task_is_deleted() {
     request.task_definition.annotation = "note".into();
     c.desire_task(&request).await.unwrap();
     c.start_task("t1", "cell-1").await.unwrap();
-    c.complete_task(&CompleteTaskRequest { task_guid: "t1".into(), cell_id: "cell-1".into(), failed: true, failure_reason: "exit 3".into(), ..Default::default() })
-        .await
-        .unwrap();
-    eventually(10, "the task is deleted after its callback", || async { c.task("t1").await.is_err() }).await;
+    c.complete_task(&CompleteTaskRequest {
+        task_guid: "t1".into(),
+        cell_id: "cell-1".into(),
+        failed: true,
+        failure_reason: "exit 3".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    eventually(10, "the task is deleted after its callback", || async {
+        c.task("t1").await.is_err()
+    })
+    .await;
     let got = received.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
-    assert_eq!((got[0].task_guid.as_str(), got[0].failed, got[0].failure_reason.as_str(), got[0].annotation.as_str()), ("t1", true, "exit 3", "note"));
+    assert_eq!(
+        (
+            got[0].task_guid.as_str(),
+            got[0].failed,
+            got[0].failure_reason.as_str(),
+            got[0].annotation.as_str()
+        ),
+        ("t1", true, "exit 3", "note")
+    );
 }
