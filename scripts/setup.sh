@@ -2,9 +2,10 @@
 # Installs what building and testing diego needs on a Debian machine, idempotently:
 #   protobuf-compiler  protoc, for etcd-client's generated gRPC code
 #   etcd-server        real etcd for the etcd store tests (the tests start it themselves)
+#   curl               readiness checks in scripts
 set -euo pipefail
 
-packages=(protobuf-compiler etcd-server)
+packages=(protobuf-compiler etcd-server curl)
 
 missing=()
 for p in "${packages[@]}"; do

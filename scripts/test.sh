@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Generated requests against a live BBS: any 5xx fails (schemathesis, from PyPI).
+scripts/fuzz-api.sh 20
 cargo test --workspace --locked "$@"
