@@ -2,20 +2,22 @@
 //! platform that knows store keys; everyone else goes through the BBS API.
 //!
 //! ```text
-//! /diego/v1/desired/<process_guid>                   DesiredLRP JSON
-//! /diego/v1/actual/<process_guid>/<index>/<presence>  ActualLRP JSON
+//! /diego/v1/lrp/desired/<process_guid>                     DesiredLRP JSON
+//! /diego/v1/lrp/instances/<process_guid>/<index>/<presence> ActualLRP JSON
 //! /diego/v1/tasks/<task_guid>                         Task JSON
 //! /diego/v1/domains/<domain>                          "" on a lease of the domain's TTL
 //! /diego/v1/locks/<key>                               a lock (diego_store::lock encoding)
 //! /diego/v1/presences/<cell_id>                       a presence; the value is a CellPresence
 //! ```
-//! Guids and names are validated to contain no `/` before they reach a key.
+//! Guids and names are validated to contain no `/` before they reach a key. A desired LRP's key
+//! sorts before its instances' keys, so a transaction that creates both streams
+//! `desired_lrp_created` first (a transaction's changes are watched in key order).
 
 use diego_model::Presence;
 
 pub const ROOT: &str = "/diego/v1/";
-pub const DESIRED: &str = "/diego/v1/desired/";
-pub const ACTUAL: &str = "/diego/v1/actual/";
+pub const DESIRED: &str = "/diego/v1/lrp/desired/";
+pub const ACTUAL: &str = "/diego/v1/lrp/instances/";
 pub const TASKS: &str = "/diego/v1/tasks/";
 pub const DOMAINS: &str = "/diego/v1/domains/";
 pub const LOCKS: &str = "/diego/v1/locks/";
@@ -61,11 +63,15 @@ pub enum Family {
 }
 
 pub fn family(key: &str) -> Option<Family> {
+    if key.starts_with(DESIRED) {
+        return Some(Family::Desired);
+    }
+    if key.starts_with(ACTUAL) {
+        return Some(Family::Actual);
+    }
     let rest = key.strip_prefix(ROOT)?;
     let (head, _) = rest.split_once('/')?;
     Some(match head {
-        "desired" => Family::Desired,
-        "actual" => Family::Actual,
         "tasks" => Family::Task,
         "domains" => Family::Domain,
         "locks" => Family::Lock,
@@ -87,7 +93,11 @@ mod tests {
         );
         assert_eq!(
             actual("a", 3, Presence::Evacuating),
-            "/diego/v1/actual/a/3/evacuating"
+            "/diego/v1/lrp/instances/a/3/evacuating"
+        );
+        assert!(
+            desired("zzz") < actual("aaa", 0, Presence::Ordinary),
+            "desired records sort first"
         );
         assert!(actual("a", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
         assert!(!actual("ab", 3, Presence::Ordinary).starts_with(&actuals_of("a")));

@@ -14,7 +14,7 @@ use crate::db::{Versioned, encode, with_retries};
 use crate::{Bbs, BbsResult, keys, new_guid, now};
 
 /// The most store operations put in one transaction (etcd refuses more than 128 by default).
-const OPS_PER_TXN: usize = 100;
+const OPS_PER_TXN: i32 = 100;
 
 impl Bbs {
     // ---- desired LRPs ----
@@ -49,47 +49,86 @@ impl Bbs {
             .collect())
     }
 
-    /// Stores a new DesiredLRP and creates its UNCLAIMED instances.
+    /// Stores a new DesiredLRP and creates its UNCLAIMED instances. The record and its first
+    /// instances go in one transaction, so a desire is one commit in the common case.
     pub async fn desire_lrp(&self, mut lrp: DesiredLrp) -> BbsResult<()> {
         lrp.validate()?;
         lrp.modification_tag = ModificationTag::new(new_guid());
         let key = keys::desired(&lrp.process_guid);
-        let txn = Txn::new()
+        let desired = Txn::new()
             .when(Compare::absent(&key))
             .then(Op::put(&key, encode(&lrp)?));
-        if !self.db.commit(txn).await? {
-            return Err(BbsError::exists(format!(
-                "desired LRP {:?} already exists",
-                lrp.process_guid
-            )));
+        let first = 0..lrp.instances.min(OPS_PER_TXN - 1);
+        let rest = first.end..lrp.instances;
+        let exists =
+            || BbsError::exists(format!("desired LRP {:?} already exists", lrp.process_guid));
+        if self
+            .db
+            .commit(self.with_unclaimed(desired.clone(), &lrp, first.clone())?)
+            .await?
+        {
+            self.external.request_lrp_auctions(&lrp, first.collect());
+            self.create_unclaimed(&lrp, rest).await?;
+        } else {
+            // Either the LRP exists, or an instance row is left from an earlier LRP of this
+            // guid (being retired): store the record alone and create what is missing.
+            if !self.db.commit(desired).await? {
+                return Err(exists());
+            }
+            self.create_unclaimed(&lrp, 0..lrp.instances).await?;
         }
         tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "desired LRP created");
-        self.create_unclaimed(&lrp, 0..lrp.instances).await
+        Ok(())
+    }
+
+    /// Adds "create UNCLAIMED instance i if absent" for each index to `txn`.
+    fn with_unclaimed(
+        &self,
+        mut txn: Txn,
+        lrp: &DesiredLrp,
+        indices: std::ops::Range<i32>,
+    ) -> BbsResult<Txn> {
+        for index in indices {
+            let key = keys::actual(&lrp.process_guid, index, Presence::Ordinary);
+            let actual = ActualLrp::unclaimed(
+                &ActualLrpKey::new(&lrp.process_guid, index, &lrp.domain),
+                new_guid(),
+                now(),
+            );
+            txn = txn
+                .when(Compare::absent(&key))
+                .then(Op::put(&key, encode(&actual)?));
+        }
+        Ok(txn)
     }
 
     /// Creates UNCLAIMED instances for the indices that have no ORDINARY row, and asks for their
-    /// auction.
+    /// auction. Indices go in chunks of one transaction each; a chunk where some instance
+    /// already exists (a racing creator) is redone index by index, leaving those alone.
     pub(crate) async fn create_unclaimed(
         &self,
         lrp: &DesiredLrp,
         indices: std::ops::Range<i32>,
     ) -> BbsResult<()> {
-        let indices: Vec<i32> = indices.collect();
         let mut created = Vec::new();
-        for chunk in indices.chunks(OPS_PER_TXN) {
-            // Each index is created only where absent: a racing creator or an instance that is
-            // already there is left alone.
-            for &index in chunk {
-                let key = keys::actual(&lrp.process_guid, index, Presence::Ordinary);
-                let actual = ActualLrp::unclaimed(
-                    &ActualLrpKey::new(&lrp.process_guid, index, &lrp.domain),
-                    new_guid(),
-                    now(),
-                );
-                let txn = Txn::new()
-                    .when(Compare::absent(&key))
-                    .then(Op::put(&key, encode(&actual)?));
-                if self.db.commit(txn).await? {
+        let mut start = indices.start;
+        while start < indices.end {
+            let chunk = start..(start.saturating_add(OPS_PER_TXN)).min(indices.end);
+            start = chunk.end;
+            if self
+                .db
+                .commit(self.with_unclaimed(Txn::new(), lrp, chunk.clone())?)
+                .await?
+            {
+                created.extend(chunk);
+                continue;
+            }
+            for index in chunk {
+                if self
+                    .db
+                    .commit(self.with_unclaimed(Txn::new(), lrp, index..index + 1)?)
+                    .await?
+                {
                     created.push(index);
                 }
             }
@@ -144,13 +183,13 @@ impl Bbs {
 
     /// Removes a DesiredLRP and retires all its instances.
     pub async fn remove_desired_lrp(&self, process_guid: &str) -> BbsResult<()> {
-        let removed = with_retries("remove desired LRP", || async {
+        with_retries("remove desired LRP", || async {
             let current = self.desired_lrp(process_guid).await?;
             let key = keys::desired(process_guid);
             let txn = Txn::new()
                 .when(Compare::unchanged(&key, current.revision))
                 .then(Op::delete(&key));
-            Ok(self.db.commit(txn).await?.then_some(current.record))
+            Ok(self.db.commit(txn).await?.then_some(()))
         })
         .await?;
         tracing::info!(%process_guid, "desired LRP removed");
@@ -164,7 +203,6 @@ impl Bbs {
                 tracing::warn!(%process_guid, index = actual.record.index, error = %e, "cannot retire instance; the converger will");
             }
         }
-        drop(removed);
         Ok(())
     }
 
