@@ -509,41 +509,35 @@ impl Bbs {
     /// instance is stopped by its rep (which then removes the row), or removed at once when its
     /// cell is gone.
     pub async fn retire_actual_lrp(&self, key: &ActualLrpKey) -> BbsResult<()> {
-        let mut last_error = String::new();
-        for _ in 0..crate::external::REP_ATTEMPTS {
+        with_retries("retire actual LRP", || async {
             let row = self.ordinary(&key.process_guid, key.index).await?;
             let lrp = &row.record;
-            match lrp.state {
-                ActualLrpState::Unclaimed | ActualLrpState::Crashed => {
-                    if self.delete_actual(&row).await? {
-                        return Ok(());
-                    }
-                }
+            let cell = match lrp.state {
+                ActualLrpState::Unclaimed | ActualLrpState::Crashed => None,
                 ActualLrpState::Claimed | ActualLrpState::Running => {
-                    match self.cell(&lrp.cell_id).await? {
-                        None => {
-                            if self.delete_actual(&row).await? {
-                                return Ok(());
-                            }
-                        }
-                        Some(cell) => match self
-                            .external
-                            .stop_lrp_instance(&cell, key, &lrp.instance_guid)
-                            .await
-                        {
-                            Ok(()) => return Ok(()),
-                            Err(e) => last_error = e,
-                        },
-                    }
+                    self.cell(&lrp.cell_id).await?
                 }
-            }
-        }
-        Err(BbsError::new(
-            ErrorType::UnknownError,
-            format!(
-                "cannot retire {:?} index {}: {last_error}",
-                key.process_guid, key.index
-            ),
-        ))
+            };
+            let Some(cell) = cell else {
+                // Nothing runs it (or its cell is gone): remove the row, unless it changed.
+                return Ok(self.delete_actual(&row).await?.then_some(()));
+            };
+            // Its rep stops the container and then removes the row itself. The rep call has its
+            // own retries; a rep that stays unreachable is reported, not retried forever.
+            self.external
+                .stop_lrp_instance(&cell, key, &lrp.instance_guid)
+                .await
+                .map_err(|e| {
+                    BbsError::new(
+                        ErrorType::UnknownError,
+                        format!(
+                            "cannot retire {:?} index {}: its rep did not answer: {e}",
+                            key.process_guid, key.index
+                        ),
+                    )
+                })?;
+            Ok(Some(()))
+        })
+        .await
     }
 }
