@@ -514,6 +514,9 @@ async fn decode_response<Resp: DeserializeOwned>(
     })
 }
 
+/// Parsed server-sent events of one connection.
+type EventBytes = BoxStream<'static, std::result::Result<eventsource_stream::Event, String>>;
+
 /// An event subscription. [`Subscription::next`] reconnects after a broken connection with the
 /// last event id it saw, so no event is missed or repeated (within what the store still keeps).
 pub struct Subscription {
@@ -521,7 +524,7 @@ pub struct Subscription {
     stream: EventStream,
     cell_id: Option<String>,
     last_event_id: Option<String>,
-    current: Option<BoxStream<'static, std::result::Result<eventsource_stream::Event, String>>>,
+    current: Option<EventBytes>,
     reconnects: u32,
 }
 
@@ -549,10 +552,11 @@ impl Subscription {
         Ok(())
     }
 
-    async fn open(
-        &self,
-    ) -> Result<BoxStream<'static, std::result::Result<eventsource_stream::Event, String>>> {
-        let url = format!("{}{}", self.client.base, self.stream.path());
+    /// Builds the request from `self`, then connects without borrowing it, so that the
+    /// subscription (and `next`'s future) stays `Send`.
+    fn open(&self) -> impl std::future::Future<Output = Result<EventBytes>> + Send + 'static {
+        let route = self.stream.path();
+        let url = format!("{}{route}", self.client.base);
         let mut request = self.client.http.get(&url);
         if let Some(cell) = &self.cell_id {
             request = request.query(&[("cell_id", cell)]);
@@ -560,32 +564,33 @@ impl Subscription {
         if let Some(id) = &self.last_event_id {
             request = request.header("Last-Event-ID", id);
         }
-        let response = request.send().await.map_err(|e| ClientError::Transport {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
-        if !response.status().is_success() {
-            return Err(
-                decode_response::<serde_json::Value>(self.stream.path(), response)
+        async move {
+            let response = request.send().await.map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            if !response.status().is_success() {
+                return Err(decode_response::<serde_json::Value>(route, response)
                     .await
                     .err()
                     .unwrap_or_else(|| ClientError::Decode {
                         route: url.clone(),
                         message: "error status without error".into(),
-                    }),
-            );
+                    }));
+            }
+            Ok(response
+                .bytes_stream()
+                .eventsource()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .boxed())
         }
-        Ok(response
-            .bytes_stream()
-            .eventsource()
-            .map(|r| r.map_err(|e| e.to_string()))
-            .boxed())
     }
 
     /// The next event, or an error the subscription cannot recover from (e.g. the resume point
     /// is no longer kept: re-list and subscribe again). Transport errors are retried forever
     /// with a capped backoff.
     pub async fn next(&mut self) -> Result<(String, Event)> {
+        // (`Subscription` is `Send`, and so is this future: it can run on any tokio task.)
         loop {
             if self.current.is_none() {
                 match self.open().await {
@@ -640,5 +645,20 @@ impl Subscription {
         let delay = Duration::from_millis(50 * 2u64.pow(self.reconnects.min(6)));
         tracing::debug!(why, ?delay, "event stream broke; reconnecting");
         tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn subscriptions_can_move_between_tasks() {
+        let mut subscription =
+            BbsClient::new("http://127.0.0.1:1").subscribe(EventStream::All, None, None);
+        assert_send(&subscription);
+        assert_send(&subscription.next());
     }
 }
