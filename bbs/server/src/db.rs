@@ -69,6 +69,13 @@ impl Db {
             .collect()
     }
 
+    /// The stored JSON of every record under `prefix`, in key order, undecoded: for listings
+    /// that pass records through to the client as they are.
+    pub async fn list_json(&self, prefix: &str) -> Result<Vec<Vec<u8>>, BbsError> {
+        let listing = self.store.list(prefix).await.map_err(read_error)?;
+        Ok(listing.kvs.into_iter().map(|kv| kv.value).collect())
+    }
+
     /// Applies `txn`. `Ok(false)` when a compare failed (the caller lost a race). A write whose
     /// outcome the store cannot tell (a timeout) is re-read: if every put is there and every
     /// delete is gone it did commit; otherwise the caller gets a `Timeout` error that says the
@@ -144,7 +151,7 @@ pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, BbsError> {
     })
 }
 
-fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, BbsError> {
+pub fn decode<T: DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, BbsError> {
     serde_json::from_slice(value).map_err(|e| {
         BbsError::new(
             ErrorType::Deserialize,

@@ -20,14 +20,27 @@ impl Bbs {
     // ---- desired LRPs ----
 
     pub async fn desired_lrps(&self, req: &DesiredLrpsRequest) -> BbsResult<Vec<DesiredLrp>> {
+        decode_all(keys::DESIRED, self.desired_lrps_json(req).await?)
+    }
+
+    /// Like [`Bbs::desired_lrps`], as the stored JSON of each record.
+    pub async fn desired_lrps_json(&self, req: &DesiredLrpsRequest) -> BbsResult<Vec<Vec<u8>>> {
+        #[derive(serde::Deserialize)]
+        struct View {
+            #[serde(default)]
+            process_guid: String,
+            #[serde(default)]
+            domain: String,
+        }
         let wanted: BTreeSet<&str> = req.process_guids.iter().map(String::as_str).collect();
-        let all: Vec<Versioned<DesiredLrp>> = self.db.list(keys::DESIRED).await?;
-        Ok(all
-            .into_iter()
-            .map(|v| v.record)
-            .filter(|d| req.domain.is_empty() || d.domain == req.domain)
-            .filter(|d| wanted.is_empty() || wanted.contains(d.process_guid.as_str()))
-            .collect())
+        let records = self.db.list_json(keys::DESIRED).await?;
+        if req.domain.is_empty() && wanted.is_empty() {
+            return Ok(records);
+        }
+        filter_json(records, keys::DESIRED, |v: &View| {
+            (req.domain.is_empty() || v.domain == req.domain)
+                && (wanted.is_empty() || wanted.contains(v.process_guid.as_str()))
+        })
     }
 
     pub async fn desired_lrp(&self, process_guid: &str) -> BbsResult<Versioned<DesiredLrp>> {
@@ -209,19 +222,34 @@ impl Bbs {
     // ---- actual LRPs ----
 
     pub async fn actual_lrps(&self, req: &ActualLrpsRequest) -> BbsResult<Vec<ActualLrp>> {
+        decode_all(keys::ACTUAL, self.actual_lrps_json(req).await?)
+    }
+
+    /// Like [`Bbs::actual_lrps`], as the stored JSON of each record.
+    pub async fn actual_lrps_json(&self, req: &ActualLrpsRequest) -> BbsResult<Vec<Vec<u8>>> {
+        #[derive(serde::Deserialize)]
+        struct View {
+            #[serde(default)]
+            domain: String,
+            #[serde(default)]
+            cell_id: String,
+            #[serde(default)]
+            index: i32,
+        }
         let prefix = if req.process_guid.is_empty() {
             keys::ACTUAL.to_string()
         } else {
             keys::actuals_of(&req.process_guid)
         };
-        let all: Vec<Versioned<ActualLrp>> = self.db.list(&prefix).await?;
-        Ok(all
-            .into_iter()
-            .map(|v| v.record)
-            .filter(|a| req.domain.is_empty() || a.domain == req.domain)
-            .filter(|a| req.cell_id.is_empty() || a.cell_id == req.cell_id)
-            .filter(|a| req.index.is_none_or(|i| a.index == i))
-            .collect())
+        let records = self.db.list_json(&prefix).await?;
+        if req.domain.is_empty() && req.cell_id.is_empty() && req.index.is_none() {
+            return Ok(records);
+        }
+        filter_json(records, &prefix, |v: &View| {
+            (req.domain.is_empty() || v.domain == req.domain)
+                && (req.cell_id.is_empty() || v.cell_id == req.cell_id)
+                && req.index.is_none_or(|i| v.index == i)
+        })
     }
 
     pub async fn actual_lrps_by_process_guids(
@@ -540,4 +568,31 @@ impl Bbs {
         })
         .await
     }
+}
+
+/// Keeps the stored records whose `View` (the few fields a filter reads) passes `keep`.
+pub(crate) fn filter_json<V: serde::de::DeserializeOwned>(
+    records: Vec<Vec<u8>>,
+    prefix: &str,
+    keep: impl Fn(&V) -> bool,
+) -> BbsResult<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        let view: V = crate::db::decode(prefix, &record)?;
+        if keep(&view) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes stored records (found under `prefix`, for the error message).
+pub(crate) fn decode_all<T: serde::de::DeserializeOwned>(
+    prefix: &str,
+    records: Vec<Vec<u8>>,
+) -> BbsResult<Vec<T>> {
+    records
+        .iter()
+        .map(|r| crate::db::decode(prefix, r))
+        .collect()
 }

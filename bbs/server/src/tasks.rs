@@ -15,13 +15,26 @@ const CALLBACK_ATTEMPTS: usize = 3;
 
 impl Bbs {
     pub async fn tasks(&self, req: &TasksRequest) -> BbsResult<Vec<Task>> {
-        let all: Vec<Versioned<Task>> = self.db.list(keys::TASKS).await?;
-        Ok(all
-            .into_iter()
-            .map(|v| v.record)
-            .filter(|t| req.domain.is_empty() || t.domain == req.domain)
-            .filter(|t| req.cell_id.is_empty() || t.cell_id == req.cell_id)
-            .collect())
+        crate::lrps::decode_all(keys::TASKS, self.tasks_json(req).await?)
+    }
+
+    /// Like [`Bbs::tasks`], as the stored JSON of each record.
+    pub async fn tasks_json(&self, req: &TasksRequest) -> BbsResult<Vec<Vec<u8>>> {
+        #[derive(serde::Deserialize)]
+        struct View {
+            #[serde(default)]
+            domain: String,
+            #[serde(default)]
+            cell_id: String,
+        }
+        let records = self.db.list_json(keys::TASKS).await?;
+        if req.domain.is_empty() && req.cell_id.is_empty() {
+            return Ok(records);
+        }
+        crate::lrps::filter_json(records, keys::TASKS, |v: &View| {
+            (req.domain.is_empty() || v.domain == req.domain)
+                && (req.cell_id.is_empty() || v.cell_id == req.cell_id)
+        })
     }
 
     pub async fn task(&self, task_guid: &str) -> BbsResult<Versioned<Task>> {
