@@ -220,7 +220,7 @@ impl DesiredLrp {
         let mut p = Problems::new();
         p.guid("process_guid", &self.process_guid);
         p.name("domain", &self.domain);
-        validate_rootfs(&mut p, &self.rootfs);
+        p.rootfs(&self.rootfs);
         p.check(self.instances >= 0, || {
             format!("instances must be >= 0, got {}", self.instances)
         });
@@ -249,31 +249,17 @@ impl DesiredLrp {
         p.check(self.start_timeout_ms >= 0, || {
             "start_timeout_ms must be >= 0".into()
         });
-        p.check(self.cpu_weight <= 100, || {
-            format!("cpu_weight must be 0 to 100, got {}", self.cpu_weight)
-        });
-        p.check(self.memory_mb >= 0, || {
-            format!("memory_mb must be >= 0, got {}", self.memory_mb)
-        });
-        p.check(self.disk_mb >= 0, || {
-            format!("disk_mb must be >= 0, got {}", self.disk_mb)
-        });
-        p.check(self.max_pids >= 0, || {
-            format!("max_pids must be >= 0, got {}", self.max_pids)
-        });
+        p.resources(self.memory_mb, self.disk_mb, self.max_pids, self.cpu_weight);
         for port in &self.ports {
             p.check((1..=65535).contains(port), || {
                 format!("ports: {port} is not 1 to 65535")
             });
         }
-        validate_annotation(&mut p, &self.annotation);
+        p.annotation(&self.annotation);
         if let Some(routes) = &self.routes {
             validate_routes(&mut p, routes);
         }
-        p.check(
-            self.image_username.is_empty() == self.image_password.is_empty(),
-            || "image_username and image_password go together".into(),
-        );
+        p.image_credentials(&self.image_username, &self.image_password);
         for (i, env) in self.env.iter().enumerate() {
             p.check(!env.name.is_empty(), || {
                 format!("env[{i}].name is required")
@@ -360,31 +346,6 @@ impl DesiredLrp {
     }
 }
 
-fn validate_rootfs(p: &mut Problems, rootfs: &str) {
-    match rootfs.split_once(':') {
-        Some((scheme, rest)) if !scheme.is_empty() && !rest.is_empty() => {
-            p.check(
-                scheme
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)),
-                || format!("rootfs {rootfs:?} has an invalid scheme"),
-            );
-        }
-        _ => p.add(format!(
-            "rootfs {rootfs:?} must be a URL such as preloaded:cflinuxfs4 or docker:///busybox"
-        )),
-    }
-}
-
-fn validate_annotation(p: &mut Problems, annotation: &str) {
-    p.check(annotation.len() <= MAX_ANNOTATION_BYTES, || {
-        format!(
-            "annotation is {} bytes, more than {MAX_ANNOTATION_BYTES}",
-            annotation.len()
-        )
-    });
-}
-
 fn validate_routes(p: &mut Problems, routes: &Routes) {
     let size = serde_json::to_vec(routes)
         .map(|v| v.len())
@@ -450,7 +411,7 @@ impl DesiredLrpUpdate {
             });
         }
         if let Some(annotation) = &self.annotation {
-            validate_annotation(&mut p, annotation);
+            p.annotation(annotation);
         }
         if let Some(routes) = &self.routes {
             validate_routes(&mut p, routes);

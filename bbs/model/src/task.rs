@@ -82,33 +82,13 @@ pub struct TaskDefinition {
 
 impl TaskDefinition {
     pub fn validate_into(&self, p: &mut Problems) {
-        match self.rootfs.split_once(':') {
-            Some((scheme, rest)) if !scheme.is_empty() && !rest.is_empty() => {}
-            _ => p.add(format!(
-                "rootfs {:?} must be a URL such as preloaded:cflinuxfs4",
-                self.rootfs
-            )),
-        }
+        p.rootfs(&self.rootfs);
         match &self.action {
             Some(action) => action.validate_into("action", p),
             None => p.add("action is required"),
         }
-        p.check(self.memory_mb >= 0, || {
-            format!("memory_mb must be >= 0, got {}", self.memory_mb)
-        });
-        p.check(self.disk_mb >= 0, || {
-            format!("disk_mb must be >= 0, got {}", self.disk_mb)
-        });
-        p.check(self.max_pids >= 0, || {
-            format!("max_pids must be >= 0, got {}", self.max_pids)
-        });
-        p.check(self.cpu_weight <= 100, || {
-            format!("cpu_weight must be 0 to 100, got {}", self.cpu_weight)
-        });
-        p.check(
-            self.annotation.len() <= crate::desired_lrp::MAX_ANNOTATION_BYTES,
-            || "annotation is too long".into(),
-        );
+        p.resources(self.memory_mb, self.disk_mb, self.max_pids, self.cpu_weight);
+        p.annotation(&self.annotation);
         if !self.completion_callback_url.is_empty() {
             let url = &self.completion_callback_url;
             p.check(
@@ -116,10 +96,7 @@ impl TaskDefinition {
                 || format!("completion_callback_url {url:?} must be an http or https URL"),
             );
         }
-        p.check(
-            self.image_username.is_empty() == self.image_password.is_empty(),
-            || "image_username and image_password go together".into(),
-        );
+        p.image_credentials(&self.image_username, &self.image_password);
     }
 }
 

@@ -53,6 +53,54 @@ impl Problems {
         }
     }
 
+    /// A rootfs URL: `preloaded:STACK`, `docker:///image`, or another scheme a cell provides.
+    pub fn rootfs(&mut self, rootfs: &str) {
+        match rootfs.split_once(':') {
+            Some((scheme, rest)) if !scheme.is_empty() && !rest.is_empty() => {
+                self.check(
+                    scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)),
+                    || format!("rootfs {rootfs:?} has an invalid scheme"),
+                );
+            }
+            _ => self.add(format!(
+                "rootfs {rootfs:?} must be a URL such as preloaded:cflinuxfs4 or docker:///busybox"
+            )),
+        }
+    }
+
+    /// The resource fields DesiredLRPs and Tasks share.
+    pub fn resources(&mut self, memory_mb: i32, disk_mb: i32, max_pids: i32, cpu_weight: u32) {
+        self.check(memory_mb >= 0, || {
+            format!("memory_mb must be >= 0, got {memory_mb}")
+        });
+        self.check(disk_mb >= 0, || {
+            format!("disk_mb must be >= 0, got {disk_mb}")
+        });
+        self.check(max_pids >= 0, || {
+            format!("max_pids must be >= 0, got {max_pids}")
+        });
+        self.check(cpu_weight <= 100, || {
+            format!("cpu_weight must be 0 to 100, got {cpu_weight}")
+        });
+    }
+
+    /// Registry credentials come as a pair or not at all.
+    pub fn image_credentials(&mut self, username: &str, password: &str) {
+        self.check(username.is_empty() == password.is_empty(), || {
+            "image_username and image_password go together".into()
+        });
+    }
+
+    /// An annotation of at most [`crate::desired_lrp::MAX_ANNOTATION_BYTES`].
+    pub fn annotation(&mut self, annotation: &str) {
+        let max = crate::desired_lrp::MAX_ANNOTATION_BYTES;
+        self.check(annotation.len() <= max, || {
+            format!("annotation is {} bytes, more than {max}", annotation.len())
+        });
+    }
+
     /// Fails with InvalidRecord naming every problem, or succeeds when there are none.
     pub fn into_record_result(self, what: &str) -> Result<(), BbsError> {
         self.into_result(|m| BbsError::invalid_record(format!("invalid {what}: {m}")))
