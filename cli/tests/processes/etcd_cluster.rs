@@ -157,3 +157,63 @@ async fn writes_survive_losing_the_leader_and_the_bbs_reports_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_its_store_gone_the_bbs_answers_503_and_recovers() {
+    let etcd = Arc::new(
+        tokio::task::spawn_blocking(|| diego_testkit::EtcdCluster::start(1))
+            .await
+            .unwrap()
+            .expect("etcd"),
+    );
+    let bbs = BbsProcess::start(&["--etcd".to_string(), etcd.endpoints().join(",")]).await;
+    bbs.client.desire_lrp(&lrp("before", 1)).await.unwrap();
+    {
+        let etcd = etcd.clone();
+        tokio::task::spawn_blocking(move || etcd.kill(0))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let read = bbs
+        .client
+        .desired_lrps(&DesiredLrpsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(read.kind(), Some(ErrorType::Unavailable), "{read}");
+    let write = bbs.client.desire_lrp(&lrp("during", 1)).await.unwrap_err();
+    assert!(
+        matches!(
+            write.kind(),
+            Some(ErrorType::Unavailable | ErrorType::Timeout)
+        ),
+        "{write}"
+    );
+    assert!(bbs.client.ping().await.unwrap(), "the BBS itself stays up");
+    {
+        let etcd = etcd.clone();
+        tokio::task::spawn_blocking(move || etcd.restart(0))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let names = loop {
+        match bbs
+            .client
+            .desired_lrps(&DesiredLrpsRequest::default())
+            .await
+        {
+            Ok(lrps) => break lrps.into_iter().map(|l| l.process_guid).collect::<Vec<_>>(),
+            Err(e) => assert!(Instant::now() < deadline, "the BBS did not recover: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(names.contains(&"before".to_string()));
+    if write.kind() == Some(ErrorType::Unavailable) {
+        assert!(
+            !names.contains(&"during".to_string()),
+            "a write reported as not applied was applied"
+        );
+    }
+}

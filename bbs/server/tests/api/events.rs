@@ -142,3 +142,52 @@ async fn the_cell_filter_passes_only_that_cells_instances() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_resume_point_the_store_no_longer_keeps_is_410_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = diego_store_redb::EmbeddedStoreOptions {
+        change_log_retention: 5,
+        ..Default::default()
+    };
+    let store = diego_store_redb::EmbeddedStore::open_with(dir.path().join("bbs.redb"), options)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(diego_bbs::serve(
+        listener,
+        store,
+        diego_bbs::Config::default(),
+        shutdown.clone(),
+    ));
+    let client = diego_bbs_client::BbsClient::new(&url);
+    for i in 0..20 {
+        client.upsert_domain(&format!("d{i}"), 0).await.unwrap();
+    }
+    let response = reqwest::Client::new()
+        .get(format!("{url}/v1/events"))
+        .header("Last-Event-ID", "1-0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 410);
+    let body: diego_model::requests::ErrorResponse = response.json().await.unwrap();
+    assert!(
+        body.error.message.contains("re-list"),
+        "{}",
+        body.error.message
+    );
+    let mut sub = client.subscribe(EventStream::All, None, Some("1-0".into()));
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Some(diego_model::ErrorType::ResourceNotFound),
+        "the subscription gives up with a clear error: {err}"
+    );
+    shutdown.cancel();
+}
