@@ -3,9 +3,13 @@
 #   protobuf-compiler  protoc, for etcd-client's generated gRPC code
 #   etcd-server        real etcd for the etcd store tests (the tests start it themselves)
 #   curl               readiness checks in scripts
+#   iptables           container networking: NAT and port mappings (cell/garden)
+#   busybox-static     the tiny rootfs of the fast container tests
+#   debootstrap        the stack rootfs buildpack apps run on (cell/garden/scripts)
+#   runc crun          the baselines of the container benchmark
 set -euo pipefail
 
-packages=(protobuf-compiler etcd-server curl)
+packages=(protobuf-compiler etcd-server curl iptables busybox-static debootstrap runc crun)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,995 @@
+//! The in-container side: what the `diego-garden-init` binary does.
+//!
+//! `diego-garden-init init <json>` (the *shim*): joins the container's cgroups,
+//! unshares mount, uts, ipc, net and pid namespaces and forks. The child is pid 1 of the new pid
+//! namespace: it mounts the overlay rootfs, bind mounts, /proc, a minimal /dev (null, zero, full,
+//! random, urandom, tty, pts, shm), read-only /sys and a /tmp tmpfs, pivot_roots into the rootfs,
+//! sets the hostname, reports `ready` on stdout and then only reaps orphans. The shim prints
+//! the host pid of that child (`pid N`) and waits for it, so the server's child (the shim) exits
+//! exactly when the container's pid 1 does. Mounts live only in the container's mount namespace,
+//! so nothing is left in the host's mount table when the container dies.
+//!
+//! `diego-garden-init exec <json>` (run a process): opens `/proc/<init>/ns/*`, joins the cgroups,
+//! setns into ipc, uts, net, pid and mnt (this also puts it at the container's root), forks (the
+//! child is in the pid namespace), and the child drops to the user, changes directory and execs.
+//! Fd 3 is a close-on-exec pipe to the server: the helper writes `pid N` (the host pid of the
+//! child); the child writes `error: ...` only if it could not exec. The helper exits with the
+//! child's status (`128 + signal` when killed).
+//!
+//! Both run single-threaded, so forking and allocating afterwards is sound.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, execve, fork, pivot_root, sethostname};
+use serde::{Deserialize, Serialize};
+
+use crate::types::BindMount;
+
+/// What the shim and pid 1 need to set up a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// Container handle (also the hostname).
+    pub handle: String,
+    /// overlayfs lower dirs, top first.
+    pub lower_dirs: Vec<PathBuf>,
+    /// overlayfs upper dir.
+    pub upper_dir: PathBuf,
+    /// overlayfs work dir.
+    pub work_dir: PathBuf,
+    /// Where the overlay is mounted (inside the container's mount namespace only).
+    pub rootfs: PathBuf,
+    /// Bind mounts.
+    pub bind_mounts: Vec<BindMount>,
+    /// `cgroup.procs` files to join.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Written to the container's /etc/resolv.conf (networked containers get the host's).
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
+}
+
+/// What the exec helper needs to start a process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// Host pid of the container's pid 1.
+    pub init_pid: i32,
+    /// `cgroup.procs` files to join.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Full environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub dir: String,
+    /// User name or `uid[:gid]`.
+    pub user: Option<String>,
+    /// Run on a pseudo-terminal (stdout and stderr both come from it).
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// Fd number of the sync pipe given to the exec helper.
+pub const SYNC_FD: i32 = 3;
+
+type R<T> = std::result::Result<T, String>;
+
+fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+fn join_cgroups(files: &[PathBuf]) -> R<()> {
+    let pid = std::process::id().to_string();
+    for f in files {
+        fs::write(f, &pid).map_err(ctx(format!("join cgroup {}", f.display())))?;
+    }
+    Ok(())
+}
+
+fn exit_code(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 1,
+    }
+}
+
+fn wait_for(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return exit_code(s),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 1,
+        }
+    }
+}
+
+fn null_stdio() {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: dup2 onto the standard descriptors of this single-threaded process; `null`
+        // stays valid for the duration of the calls.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}
+
+/// Entry point of `diego-garden-init init <config json>`; returns the process exit code.
+pub fn shim_main(config_json: &str) -> i32 {
+    match shim(config_json) {
+        Ok(code) => code,
+        Err(e) => {
+            println!("error: {e}");
+            1
+        }
+    }
+}
+
+fn shim(config_json: &str) -> R<i32> {
+    let config: InitConfig = serde_json::from_str(config_json).map_err(ctx("parse init config"))?;
+    join_cgroups(&config.cgroup_procs)?;
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWPID,
+    )
+    .map_err(ctx("unshare namespaces"))?;
+    std::io::stdout().flush().map_err(ctx("flush stdout"))?;
+    // SAFETY: this process is single-threaded (the init binary never starts threads), so the
+    // child may allocate and run arbitrary code after fork.
+    match unsafe { fork() }.map_err(ctx("fork container init"))? {
+        ForkResult::Child => {
+            let code = match pid1_setup(&config) {
+                Ok(()) => {
+                    println!("ready");
+                    let _ = std::io::stdout().flush();
+                    null_stdio();
+                    reap_forever()
+                }
+                Err(e) => {
+                    println!("error: {e}");
+                    1
+                }
+            };
+            let _ = std::io::stdout().flush();
+            Ok(code)
+        }
+        ForkResult::Parent { child } => {
+            println!("pid {child}");
+            let _ = std::io::stdout().flush();
+            null_stdio();
+            Ok(wait_for(child))
+        }
+    }
+}
+
+fn mnt(
+    src: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> R<()> {
+    mount(src, target, fstype, flags, data).map_err(ctx(format!(
+        "mount {} on {}",
+        fstype.or(src).unwrap_or("?"),
+        target.display()
+    )))
+}
+
+fn mkdir_p(p: &Path) -> R<()> {
+    fs::create_dir_all(p).map_err(ctx(format!("mkdir {}", p.display())))
+}
+
+/// Fails if any existing component of `rel` under `root` is a symlink (or `rel` has `..`).
+fn refuse_symlinks(root: &Path, rel: &Path) -> R<()> {
+    let mut cur = root.to_path_buf();
+    for comp in rel.components() {
+        match comp {
+            std::path::Component::Normal(n) => cur.push(n),
+            std::path::Component::RootDir | std::path::Component::CurDir => continue,
+            _ => return Err(format!("bind mount destination {} has `..`", rel.display())),
+        }
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "bind mount destination {}: {} is a symlink in the rootfs",
+                    rel.display(),
+                    cur.display()
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()), // the rest is created by us
+        }
+    }
+    Ok(())
+}
+
+fn in_root(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// One step of pid 1's setup. [`setup_plan`] lists them in order and [`apply`] carries one
+/// out, so the plan (what is mounted where, with which flags, in which order) is unit-tested
+/// without root, while the integration suite checks the real thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupOp {
+    /// `mount --make-rprivate /`: nothing we mount propagates to the host.
+    MakePrivate,
+    /// Refuse if an existing component of the path (relative to the rootfs) is a symlink.
+    RefuseSymlinks {
+        /// The rootfs.
+        root: PathBuf,
+        /// The path inside it.
+        path: PathBuf,
+    },
+    /// `mkdir -p`.
+    Mkdir(PathBuf),
+    /// Create an empty file (and its parents) unless it exists.
+    Touch(PathBuf),
+    /// mount(2).
+    Mount {
+        /// Source (`None` for remounts).
+        source: Option<String>,
+        /// Mount point.
+        target: PathBuf,
+        /// File system type.
+        fstype: Option<String>,
+        /// Flags.
+        flags: MsFlags,
+        /// Options.
+        data: Option<String>,
+    },
+    /// A character device.
+    Mknod {
+        /// Node path.
+        path: PathBuf,
+        /// Major number.
+        major: u64,
+        /// Minor number.
+        minor: u64,
+    },
+    /// A symlink `link -> target`.
+    Symlink {
+        /// Link target.
+        target: String,
+        /// The link.
+        link: PathBuf,
+    },
+    /// pivot_root into the directory, detach the old root, chdir /.
+    PivotRoot(PathBuf),
+    /// sethostname(2).
+    SetHostname(String),
+    /// Write `/etc/<name>` (after pivot_root; a symlink there is replaced, not followed).
+    WriteEtc {
+        /// File name under /etc.
+        name: String,
+        /// Contents.
+        contents: String,
+    },
+}
+
+fn mount_op(
+    source: &str,
+    target: PathBuf,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> SetupOp {
+    SetupOp::Mount {
+        source: Some(source.to_string()),
+        target,
+        fstype: Some(fstype.to_string()),
+        flags,
+        data: data.map(str::to_string),
+    }
+}
+
+/// pid 1's setup steps for `c`; `is_dir` tells whether a bind mount source is a directory.
+pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp> {
+    let root = &c.rootfs;
+    let mut ops = vec![SetupOp::MakePrivate];
+    let lower = c
+        .lower_dirs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        c.upper_dir.display(),
+        c.work_dir.display()
+    );
+    ops.push(mount_op(
+        "overlay",
+        root.clone(),
+        "overlay",
+        MsFlags::empty(),
+        Some(&opts),
+    ));
+
+    for b in &c.bind_mounts {
+        // the image is static while we set up (no process of the container runs yet), so
+        // refusing symlinks on the way is enough to keep mkdir and mount inside the rootfs
+        ops.push(SetupOp::RefuseSymlinks {
+            root: root.clone(),
+            path: b.dst_path.clone(),
+        });
+        let target = in_root(root, &b.dst_path);
+        if is_dir(&b.src_path) {
+            ops.push(SetupOp::Mkdir(target.clone()));
+        } else {
+            ops.push(SetupOp::Touch(target.clone()));
+        }
+        ops.push(SetupOp::Mount {
+            source: Some(b.src_path.display().to_string()),
+            target: target.clone(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
+        });
+        if !b.read_write {
+            ops.push(SetupOp::Mount {
+                source: None,
+                target,
+                fstype: None,
+                flags: MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_REC,
+                data: None,
+            });
+        }
+    }
+
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let dev = root.join("dev");
+    ops.push(SetupOp::Mkdir(root.join("proc")));
+    ops.push(mount_op(
+        "proc",
+        root.join("proc"),
+        "proc",
+        nosuid_nodev_noexec,
+        None,
+    ));
+    ops.push(SetupOp::Mkdir(dev.clone()));
+    ops.push(mount_op(
+        "tmpfs",
+        dev.clone(),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    ));
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        ops.push(SetupOp::Mknod {
+            path: dev.join(name),
+            major,
+            minor,
+        });
+    }
+    ops.push(SetupOp::Mkdir(dev.join("pts")));
+    ops.push(mount_op(
+        "devpts",
+        dev.join("pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    ));
+    ops.push(SetupOp::Mkdir(dev.join("shm")));
+    ops.push(mount_op(
+        "shm",
+        dev.join("shm"),
+        "tmpfs",
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    ));
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(SetupOp::Symlink {
+            target: target.to_string(),
+            link: dev.join(link),
+        });
+    }
+    ops.push(SetupOp::Mkdir(root.join("sys")));
+    ops.push(mount_op(
+        "sysfs",
+        root.join("sys"),
+        "sysfs",
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    ));
+    ops.push(SetupOp::Mkdir(root.join("tmp")));
+    ops.push(mount_op(
+        "tmpfs",
+        root.join("tmp"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    ));
+    ops.push(SetupOp::PivotRoot(root.clone()));
+    ops.push(SetupOp::SetHostname(c.handle.clone()));
+    // after pivot_root: a link in the image (say /etc/hosts -> /root/.bashrc) now resolves
+    // inside the container, never on the host
+    ops.push(SetupOp::WriteEtc {
+        name: "hostname".into(),
+        contents: format!("{}\n", c.handle),
+    });
+    ops.push(SetupOp::WriteEtc {
+        name: "hosts".into(),
+        contents: format!("127.0.0.1 localhost\n127.0.0.1 {}\n", c.handle),
+    });
+    if let Some(resolv) = &c.resolv_conf {
+        ops.push(SetupOp::WriteEtc {
+            name: "resolv.conf".into(),
+            contents: resolv.clone(),
+        });
+    }
+    ops
+}
+
+/// Carries out one [`SetupOp`].
+fn apply(op: &SetupOp) -> R<()> {
+    match op {
+        SetupOp::MakePrivate => mnt(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        ),
+        SetupOp::RefuseSymlinks { root, path } => refuse_symlinks(root, path),
+        SetupOp::Mkdir(p) => mkdir_p(p),
+        SetupOp::Touch(p) => {
+            if let Some(parent) = p.parent() {
+                mkdir_p(parent)?;
+            }
+            if !p.exists() {
+                fs::write(p, b"").map_err(ctx(format!("create {}", p.display())))?;
+            }
+            Ok(())
+        }
+        SetupOp::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => mnt(
+            source.as_deref(),
+            target,
+            fstype.as_deref(),
+            *flags,
+            data.as_deref(),
+        ),
+        SetupOp::Mknod { path, major, minor } => mknod(
+            path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(*major, *minor),
+        )
+        .map_err(ctx(format!("mknod {}", path.display()))),
+        SetupOp::Symlink { target, link } => std::os::unix::fs::symlink(target, link)
+            .map_err(ctx(format!("symlink {}", link.display()))),
+        SetupOp::PivotRoot(root) => {
+            chdir(root).map_err(ctx(format!("chdir {}", root.display())))?;
+            pivot_root(".", ".").map_err(ctx("pivot_root"))?;
+            umount2(".", MntFlags::MNT_DETACH).map_err(ctx("detach old root"))?;
+            chdir("/").map_err(ctx("chdir /"))
+        }
+        SetupOp::SetHostname(name) => sethostname(name).map_err(ctx("sethostname")),
+        SetupOp::WriteEtc { name, contents } => {
+            let etc = Path::new("/etc");
+            if etc.is_dir() {
+                let p = etc.join(name);
+                if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+                    let _ = fs::remove_file(&p);
+                }
+                let _ = fs::write(&p, contents);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn pid1_setup(c: &InitConfig) -> R<()> {
+    // device nodes and mount points get exactly the modes asked for
+    let old_umask = nix::sys::stat::umask(Mode::empty());
+    for op in setup_plan(c, Path::is_dir) {
+        apply(&op)?;
+    }
+    nix::sys::stat::umask(old_umask);
+    Ok(())
+}
+
+/// Pid 1's loop: reap every child, exit on SIGTERM.
+fn reap_forever() -> i32 {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    if set.thread_block().is_err() {
+        return 1;
+    }
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    if s == WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            Ok(_) => return 0,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// Entry point of `diego-garden-init exec <json>`; returns the process exit code.
+pub fn exec_main(spec_json: &str) -> i32 {
+    // SAFETY: fd 3 was set up by the server (dup2 in pre_exec) for this process alone; if it
+    // is not open, writes to it fail harmlessly.
+    let sync = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };
+    // the exec'd program must not inherit the sync pipe
+    let _ = nix::fcntl::fcntl(
+        &sync,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let spec = match enter(spec_json) {
+        Ok(spec) => spec,
+        Err(e) => {
+            let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
+            return 127;
+        }
+    };
+    if spec.tty {
+        return match exec_with_tty(&spec, sync) {
+            Ok(code) => code,
+            Err((e, sync)) => {
+                let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
+                127
+            }
+        };
+    }
+    // SAFETY: single-threaded process (see module docs).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let e = child_exec(&spec);
+            let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
+            // SAFETY: _exit skips atexit handlers and stdio flushing inherited from the parent.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::unistd::write(&sync, format!("pid {child}\n").as_bytes());
+            drop(sync);
+            wait_for(child)
+        }
+        Err(e) => {
+            let _ = nix::unistd::write(&sync, format!("error: fork: {e}\n").as_bytes());
+            127
+        }
+    }
+}
+
+/// Joins the container's cgroups and namespaces.
+fn enter(spec_json: &str) -> R<ExecConfig> {
+    let spec: ExecConfig = serde_json::from_str(spec_json).map_err(ctx("parse exec spec"))?;
+    if spec.argv.is_empty() {
+        return Err("empty argv".into());
+    }
+    let kinds = [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut fds = Vec::new();
+    for (name, flag) in kinds {
+        let p = format!("/proc/{}/ns/{name}", spec.init_pid);
+        let f = fs::File::open(&p).map_err(ctx(format!("open {p}")))?;
+        fds.push((f, flag, name));
+    }
+    join_cgroups(&spec.cgroup_procs)?;
+    for (f, flag, name) in &fds {
+        setns(f.as_fd(), *flag).map_err(ctx(format!("setns {name}")))?;
+    }
+    drop(fds);
+    Ok(spec)
+}
+
+/// Resolves `user` against the container's /etc/passwd (we are already inside its mount ns).
+fn resolve_user(user: Option<&str>) -> R<(Uid, Gid, Option<String>)> {
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return Ok((Uid::from_raw(0), Gid::from_raw(0), Some("/root".into())));
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let entry = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && (f[0] == u || f[2] == u)).then(|| {
+            (
+                f[2].parse::<u32>().ok(),
+                f[3].parse::<u32>().ok(),
+                f[5].to_string(),
+            )
+        })
+    });
+    let (uid, pgid, home) = match (entry, u.parse::<u32>()) {
+        (Some((Some(uid), gid, home)), _) => (uid, gid, Some(home)),
+        (_, Ok(uid)) => (uid, Some(uid), None),
+        _ => return Err(format!("unknown user {u}")),
+    };
+    let gid = match g {
+        Some(g) => g.parse::<u32>().map_err(|_| format!("bad group {g}"))?,
+        None => pgid.unwrap_or(uid),
+    };
+    Ok((Uid::from_raw(uid), Gid::from_raw(gid), home))
+}
+
+fn find_program(prog: &str, env: &[String]) -> R<CString> {
+    if prog.contains('/') {
+        return CString::new(prog).map_err(ctx("argv[0]"));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let cand = Path::new(dir).join(prog);
+        if let Ok(md) = fs::metadata(&cand)
+            && md.is_file()
+            && md.permissions().mode() & 0o111 != 0
+        {
+            return CString::new(cand.as_os_str().as_bytes()).map_err(ctx("program path"));
+        }
+    }
+    Err(format!("executable {prog} not found in PATH {path}"))
+}
+
+fn child_exec(spec: &ExecConfig) -> String {
+    let r: R<std::convert::Infallible> = (|| {
+        let (uid, gid, home) = resolve_user(spec.user.as_deref())?;
+        let mut env = spec.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        }
+        if let Some(home) = home
+            && !env.iter().any(|e| e.starts_with("HOME="))
+        {
+            env.push(format!("HOME={home}"));
+        }
+        let prog = find_program(&spec.argv[0], &env)?;
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ctx("argv"))?;
+        let envp = env
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ctx("env"))?;
+        let _ = nix::unistd::setsid();
+        nix::unistd::setgroups(&[gid]).map_err(ctx("setgroups"))?;
+        nix::unistd::setgid(gid).map_err(ctx("setgid"))?;
+        nix::unistd::setuid(uid).map_err(ctx("setuid"))?;
+        chdir(OsStr::new(&spec.dir)).map_err(ctx(format!("chdir {}", spec.dir)))?;
+        execve(&prog, &argv, &envp).map_err(ctx(format!("exec {}", spec.argv[0])))
+    })();
+    match r {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// Runs the process on a new pty of the container's devpts; the helper copies its stdin to the
+/// pty and the pty to its stdout until the process exits.
+fn exec_with_tty(spec: &ExecConfig, sync: OwnedFd) -> std::result::Result<i32, (String, OwnedFd)> {
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    let setup = || -> R<(nix::pty::PtyMaster, OwnedFd)> {
+        let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+            .map_err(ctx("open /dev/ptmx"))?;
+        grantpt(&master).map_err(ctx("grantpt"))?;
+        unlockpt(&master).map_err(ctx("unlockpt"))?;
+        let name = ptsname_r(&master).map_err(ctx("ptsname"))?;
+        let slave: OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&name)
+            .map_err(ctx(format!("open {name}")))?
+            .into();
+        let ws = libc::winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        Ok((master, slave))
+    };
+    let (master, slave) = match setup() {
+        Ok(x) => x,
+        Err(e) => return Err((e, sync)),
+    };
+    // SAFETY: single-threaded process (see module docs).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(master);
+            let fd = slave.as_raw_fd();
+            // SAFETY: plain syscalls on fds this process owns; the slave becomes the
+            // controlling terminal of the new session and the standard streams.
+            unsafe {
+                libc::setsid();
+                libc::ioctl(fd, libc::TIOCSCTTY, 0);
+                libc::dup2(fd, 0);
+                libc::dup2(fd, 1);
+                libc::dup2(fd, 2);
+            }
+            drop(slave);
+            let e = child_exec(spec);
+            let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
+            // SAFETY: see exec_main.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::unistd::write(&sync, format!("pid {child}\n").as_bytes());
+            drop(sync);
+            Ok(pump_tty(master, slave, child))
+        }
+        Err(e) => Err((format!("fork: {e}"), sync)),
+    }
+}
+
+fn pump_tty(master: nix::pty::PtyMaster, slave: OwnedFd, child: Pid) -> i32 {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    let mut master = master;
+    let mut stdout = std::io::stdout().lock();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut stdin_open = true;
+    // keeping our copy of the slave open means the master never hangs up before the child has
+    // opened its side; the child's exit is polled instead
+    let mut slave = Some(slave);
+    let mut code = None;
+    loop {
+        if code.is_none() {
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(s @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    code = Some(exit_code(s));
+                    slave = None;
+                    let _ = nix::fcntl::fcntl(
+                        &master,
+                        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                    );
+                }
+                Ok(_) => {}
+                Err(_) => code = Some(1),
+            }
+        }
+        let stdin = std::io::stdin();
+        let stdin_fd = stdin.as_fd();
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if stdin_open && code.is_none() {
+            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+        }
+        let timeout = if code.is_some() { 0u16 } else { 20u16 };
+        match poll(&mut fds, PollTimeout::from(timeout)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+        let master_ready = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let stdin_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
+        drop(fds);
+        if master_ready || code.is_some() {
+            match master.read(&mut buf) {
+                Ok(0) => {
+                    if code.is_some() {
+                        break;
+                    }
+                }
+                Ok(n) => {
+                    let _ = stdout.write_all(&buf[..n]);
+                    let _ = stdout.flush();
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(_) if code.is_none() => {}
+                Err(_) => break, // EIO or EAGAIN once the child is gone: drained
+            }
+        }
+        if stdin_ready {
+            match std::io::stdin().lock().read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    // end of input: the terminal's EOF character
+                    let _ = master.write_all(&[4]);
+                }
+                Ok(n) => {
+                    let _ = master.write_all(&buf[..n]);
+                }
+            }
+        }
+    }
+    drop(slave);
+    code.unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> InitConfig {
+        InitConfig {
+            handle: "h1".into(),
+            lower_dirs: vec!["/layers/top".into(), "/layers/base".into()],
+            upper_dir: "/depot/h1/upper".into(),
+            work_dir: "/depot/h1/work".into(),
+            rootfs: "/depot/h1/rootfs".into(),
+            bind_mounts: vec![
+                BindMount {
+                    src_path: "/srv/ro".into(),
+                    dst_path: "/etc/app".into(),
+                    read_write: false,
+                },
+                BindMount {
+                    src_path: "/srv/rw.sock".into(),
+                    dst_path: "/run/x.sock".into(),
+                    read_write: true,
+                },
+            ],
+            cgroup_procs: vec![],
+            resolv_conf: Some("nameserver 10.0.0.2\n".into()),
+        }
+    }
+
+    fn mounts(plan: &[SetupOp]) -> Vec<(PathBuf, Option<String>, MsFlags)> {
+        plan.iter()
+            .filter_map(|op| match op {
+                SetupOp::Mount {
+                    target,
+                    fstype,
+                    flags,
+                    ..
+                } => Some((target.clone(), fstype.clone(), *flags)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_mounts_everything_inside_the_rootfs_then_pivots() {
+        let c = config();
+        let plan = setup_plan(&c, |p| p == Path::new("/srv/ro"));
+        assert_eq!(plan[0], SetupOp::MakePrivate);
+        assert_eq!(
+            plan[1],
+            SetupOp::Mount {
+                source: Some("overlay".into()),
+                target: "/depot/h1/rootfs".into(),
+                fstype: Some("overlay".into()),
+                flags: MsFlags::empty(),
+                data: Some("lowerdir=/layers/top:/layers/base,upperdir=/depot/h1/upper,workdir=/depot/h1/work".into()),
+            }
+        );
+        let pivot = plan
+            .iter()
+            .position(|op| matches!(op, SetupOp::PivotRoot(_)))
+            .unwrap();
+        for (target, _, _) in mounts(&plan[..pivot]) {
+            assert!(
+                target.starts_with("/depot/h1/rootfs"),
+                "{}",
+                target.display()
+            );
+        }
+        // nothing is written into /etc before pivot_root
+        assert!(
+            plan[..pivot]
+                .iter()
+                .all(|op| !matches!(op, SetupOp::WriteEtc { .. }))
+        );
+        let etc: Vec<&str> = plan[pivot..]
+            .iter()
+            .filter_map(|op| match op {
+                SetupOp::WriteEtc { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(etc, ["hostname", "hosts", "resolv.conf"]);
+        assert!(plan.contains(&SetupOp::SetHostname("h1".into())));
+    }
+
+    #[test]
+    fn plan_flags_sys_read_only_and_binds_as_asked() {
+        let plan = setup_plan(&config(), |p| p == Path::new("/srv/ro"));
+        let m = mounts(&plan);
+        let find = |t: &str| {
+            m.iter()
+                .filter(|(p, _, _)| p == Path::new(t))
+                .collect::<Vec<_>>()
+        };
+        let sys = find("/depot/h1/rootfs/sys");
+        assert!(sys[0].2.contains(
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
+        ));
+        assert_eq!(sys[0].1.as_deref(), Some("sysfs"));
+        let ro = find("/depot/h1/rootfs/etc/app");
+        assert_eq!(ro.len(), 2, "bind then read-only remount");
+        assert!(ro[1].2.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY));
+        let rw = find("/depot/h1/rootfs/run/x.sock");
+        assert_eq!(rw.len(), 1);
+        assert!(!rw[0].2.contains(MsFlags::MS_RDONLY));
+        assert!(
+            plan.contains(&SetupOp::Touch("/depot/h1/rootfs/run/x.sock".into())),
+            "file binds get a file"
+        );
+        assert!(plan.contains(&SetupOp::RefuseSymlinks {
+            root: "/depot/h1/rootfs".into(),
+            path: "/etc/app".into()
+        }));
+        for fs in ["proc", "devpts", "tmpfs"] {
+            assert!(m.iter().any(|(_, t, _)| t.as_deref() == Some(fs)), "{fs}");
+        }
+        let devices: Vec<_> = plan
+            .iter()
+            .filter_map(|op| match op {
+                SetupOp::Mknod { path, major, minor } => Some((
+                    path.file_name().unwrap().to_str().unwrap().to_string(),
+                    *major,
+                    *minor,
+                )),
+                _ => None,
+            })
+            .collect();
+        let names: Vec<&str> = devices.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(names, ["null", "zero", "full", "random", "urandom", "tty"]);
+        assert!(devices.contains(&("null".into(), 1, 3)));
+    }
+
+    #[test]
+    fn refuse_symlinks_catches_links_in_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("etc/app")).unwrap();
+        assert!(refuse_symlinks(dir.path(), Path::new("/etc/app/conf")).is_err());
+        assert!(refuse_symlinks(dir.path(), Path::new("/etc/other/conf")).is_ok());
+        assert!(refuse_symlinks(dir.path(), Path::new("/etc/../x")).is_err());
+    }
+}

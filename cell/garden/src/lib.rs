@@ -1,0 +1,29 @@
+//! diego-garden: Diego's Garden, natively.
+//!
+//! Layers, lowest first (each knows nothing of the ones above):
+//! - [`cgroups`]: cgroup v1 and v2 behind [`cgroups::CgroupManager`].
+//! - [`container`]: namespaces, mounts and pivot_root, run by the `diego-garden-init` binary.
+//! - [`rootfs`]: directory or OCI layers as overlayfs lower dirs.
+//! - [`net`]: bridge, veth, NAT and port mappings.
+//! - [`tarstream`]: tar in and out with escape checks.
+//! - [`native`]: [`native::NativeBackend`], the [`Backend`] on this host.
+//! - [`api`]: the Garden-style HTTP server over any [`Backend`]; [`client`]: the same
+//!   operations over HTTP, itself a [`Backend`].
+
+pub mod api;
+pub mod backend;
+pub mod cgroups;
+pub mod client;
+pub mod container;
+pub mod error;
+pub mod fake;
+pub mod native;
+pub mod net;
+pub mod process;
+pub mod rootfs;
+pub mod tarstream;
+pub mod types;
+
+pub use backend::{Backend, ByteStream, ProcessOutput, ProcessStream, byte_stream};
+pub use error::{Error, Result};
+pub use types::*;

@@ -1,0 +1,927 @@
+//! The native backend: containers on this host.
+//!
+//! Depot layout (`Config::depot`):
+//! ```text
+//! containers/<handle>/record.json   spec, init pid + start time, ip, ports, properties
+//! containers/<handle>/upper, work   overlayfs writable layer
+//! containers/<handle>/rootfs        overlay mount point (mounted only inside the container)
+//! layers/<sha256>/                  unpacked OCI layers shared by all containers
+//! trash/                            destroyed containers' dirs being deleted in the background
+//! ```
+//! On start, [`NativeBackend::new`] reads every record: a container whose init still runs is
+//! adopted, anything else is cleaned up (cgroups, iptables rules, veth, directory).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
+
+use crate::backend::{Backend, ByteStream, ProcessStream};
+use crate::cgroups::{self, CgroupManager, CgroupMode};
+use crate::container::{ExecConfig, InitConfig};
+use crate::error::{Error, Result};
+use crate::net::{self, NetConfig};
+use crate::process::{self, ProcessState};
+use crate::types::{
+    ContainerInfo, ContainerMetrics, ContainerSpec, NetIn, PortMapping, ProcessSpec,
+};
+use crate::{rootfs, tarstream};
+
+/// Configuration of a native backend.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State directory (default `/var/lib/diego/garden`).
+    pub depot: PathBuf,
+    /// The `diego-garden-init` binary.
+    pub init_bin: PathBuf,
+    /// cgroup directory under each hierarchy (default `garden`).
+    pub cgroup_parent: String,
+    /// cgroup layout.
+    pub cgroup_mode: CgroupMode,
+    /// Networking.
+    pub network: NetConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let init_bin = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("diego-garden-init")))
+            .unwrap_or_else(|| PathBuf::from("diego-garden-init"));
+        Config {
+            depot: PathBuf::from("/var/lib/diego/garden"),
+            init_bin,
+            cgroup_parent: "garden".into(),
+            cgroup_mode: CgroupMode::Auto,
+            network: NetConfig::default(),
+        }
+    }
+}
+
+/// What the depot keeps per container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    handle: String,
+    spec: ContainerSpec,
+    init_pid: i32,
+    init_start: u64,
+    ip: Option<Ipv4Addr>,
+    ports: Vec<PortMapping>,
+    properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+struct Container {
+    dir: PathBuf,
+    record: Mutex<Record>,
+    shim: tokio::sync::Mutex<Option<Child>>,
+    processes: Mutex<HashMap<String, Arc<ProcessState>>>,
+}
+
+/// Containers on this host.
+#[derive(Debug)]
+pub struct NativeBackend {
+    cfg: Config,
+    cgroups: Box<dyn CgroupManager>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    creating: Mutex<HashSet<String>>,
+    net_lock: tokio::sync::Mutex<()>,
+    host_net: tokio::sync::OnceCell<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Start time (clock ticks since boot) of a live, non-zombie process.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+fn alive(pid: i32, start: u64) -> bool {
+    pid > 0 && start_time(pid) == Some(start)
+}
+
+fn validate_handle(h: &str) -> Result<()> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !h.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(format!(
+            "handle {h:?} must be 1-64 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+/// Exited processes kept per container for late `attach` calls (health checks run often).
+const KEEP_EXITED: usize = 128;
+
+fn prune_exited(processes: &mut HashMap<String, Arc<ProcessState>>) {
+    let mut exited: Vec<(std::time::Instant, String)> = processes
+        .iter()
+        .filter(|(_, p)| p.exit_status().is_some())
+        .map(|(id, p)| (p.started, id.clone()))
+        .collect();
+    if exited.len() <= KEEP_EXITED {
+        return;
+    }
+    exited.sort();
+    for (_, id) in &exited[..exited.len() - KEEP_EXITED] {
+        processes.remove(id);
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Sends what is written to it as chunks over a channel (from a blocking thread).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader went away"))
+    }
+}
+
+/// An unnamed read-write file in `dir` (O_TMPFILE), or a created-and-unlinked one.
+fn spool_file(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir);
+    match tmpfile {
+        Ok(f) => Ok(f),
+        Err(_) => {
+            let path = dir.join(format!(".spool-{}", uuid::Uuid::new_v4().simple()));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+            let _ = std::fs::remove_file(&path);
+            Ok(f)
+        }
+    }
+}
+
+fn remove_tree(path: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "removing directory failed");
+    }
+}
+
+fn dir_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += md.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+impl NativeBackend {
+    /// Opens the depot, adopting live containers and cleaning up dead ones.
+    pub async fn new(cfg: Config) -> Result<Self> {
+        let cgroups = cgroups::detect(cfg.cgroup_mode, &cfg.cgroup_parent)?;
+        for d in ["containers", "layers", "trash"] {
+            let p = cfg.depot.join(d);
+            std::fs::create_dir_all(&p)
+                .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
+        }
+        let backend = NativeBackend {
+            cfg,
+            cgroups,
+            containers: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashSet::new()),
+            net_lock: tokio::sync::Mutex::new(()),
+            host_net: tokio::sync::OnceCell::new(),
+        };
+        if let Ok(rd) = std::fs::read_dir(backend.cfg.depot.join("trash")) {
+            for e in rd.flatten() {
+                remove_tree(&e.path());
+            }
+        }
+        backend.recover().await?;
+        Ok(backend)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// "v1" or "v2".
+    pub fn cgroup_version(&self) -> &'static str {
+        self.cgroups.version()
+    }
+
+    async fn recover(&self) -> Result<()> {
+        let root = self.cfg.depot.join("containers");
+        let entries = std::fs::read_dir(&root)
+            .map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+        let mut known = HashSet::new();
+        for entry in entries.flatten() {
+            let Ok(handle) = entry.file_name().into_string() else {
+                continue;
+            };
+            known.insert(handle.clone());
+            let dir = entry.path();
+            let record: Option<Record> = std::fs::read(dir.join("record.json"))
+                .ok()
+                .and_then(|raw| serde_json::from_slice(&raw).ok());
+            match record {
+                Some(r) if alive(r.init_pid, r.init_start) => {
+                    tracing::info!(handle = %handle, pid = r.init_pid, "adopting container");
+                    if r.ip.is_some() {
+                        self.ensure_host_net().await?;
+                    }
+                    let c = Arc::new(Container {
+                        dir,
+                        record: Mutex::new(r),
+                        shim: tokio::sync::Mutex::new(None),
+                        processes: Mutex::new(HashMap::new()),
+                    });
+                    lock(&self.containers).insert(handle, c);
+                }
+                r => {
+                    tracing::info!(handle = %handle, "cleaning up dead container");
+                    let networked = r.as_ref().is_none_or(|r| r.ip.is_some());
+                    self.cleanup(&handle, &dir, networked).await;
+                }
+            }
+        }
+        for orphan in self.cgroups.list() {
+            if !known.contains(&orphan) {
+                tracing::info!(handle = %orphan, "removing orphaned cgroup");
+                let _ = self.cgroups.remove(&orphan);
+            }
+        }
+        Ok(())
+    }
+
+    /// Best-effort removal of everything a container may have left.
+    async fn cleanup(&self, handle: &str, dir: &Path, networked: bool) {
+        if networked && let Err(e) = net::teardown_container(&self.cfg.network, handle).await {
+            tracing::warn!(handle, error = %e, "network cleanup failed");
+        }
+        if let Err(e) = self.cgroups.remove(handle) {
+            tracing::warn!(handle, error = %e, "cgroup cleanup failed");
+        }
+        // one rename on the destroy path; the writable layer is deleted in the background
+        let trash = self
+            .cfg
+            .depot
+            .join("trash")
+            .join(format!("{handle}.{}", uuid::Uuid::new_v4().simple()));
+        match std::fs::rename(dir, &trash) {
+            Ok(()) => {
+                tokio::task::spawn_blocking(move || remove_tree(&trash));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(handle, error = %e, "moving container dir to trash failed");
+                remove_tree(dir);
+            }
+        }
+    }
+
+    /// Waits until the background deletions of destroyed containers' directories are done.
+    pub async fn wait_for_trash(&self, timeout: Duration) -> bool {
+        let trash = self.cfg.depot.join("trash");
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let empty = std::fs::read_dir(&trash)
+                .map(|mut rd| rd.next().is_none())
+                .unwrap_or(true);
+            if empty {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn ensure_host_net(&self) -> Result<()> {
+        self.host_net
+            .get_or_try_init(|| net::setup_host(&self.cfg.network))
+            .await
+            .map(drop)
+    }
+
+    /// Removes the bridge and iptables chains of this backend (tests, uninstall).
+    pub async fn teardown_host_network(&self) -> Result<()> {
+        net::teardown_host(&self.cfg.network).await
+    }
+
+    fn get(&self, handle: &str) -> Result<Arc<Container>> {
+        lock(&self.containers)
+            .get(handle)
+            .cloned()
+            .ok_or_else(|| Error::ContainerNotFound(handle.to_string()))
+    }
+
+    fn persist(c: &Container) -> Result<()> {
+        let rec = lock(&c.record).clone();
+        let path = c.dir.join("record.json");
+        let tmp = c.dir.join("record.json.tmp");
+        let raw = serde_json::to_vec_pretty(&rec).map_err(|e| Error::Record {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&tmp, raw).map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("write {}", path.display()), e))
+    }
+
+    async fn start_init(
+        &self,
+        handle: &str,
+        dir: &Path,
+        spec: &ContainerSpec,
+    ) -> Result<(Child, i32)> {
+        let cache = self.cfg.depot.join("layers");
+        let lower_dirs = match &spec.rootfs {
+            // a directory needs only a stat; OCI layers may need unpacking
+            crate::types::RootfsSpec::Dir(_) => rootfs::lower_dirs(&spec.rootfs, &cache)?,
+            rootfs_spec @ crate::types::RootfsSpec::Oci { .. } => {
+                let rootfs_spec = rootfs_spec.clone();
+                tokio::task::spawn_blocking(move || rootfs::lower_dirs(&rootfs_spec, &cache))
+                    .await
+                    .map_err(|e| Error::Transport(format!("rootfs task: {e}")))??
+            }
+        };
+        let init = InitConfig {
+            handle: handle.to_string(),
+            lower_dirs,
+            upper_dir: dir.join("upper"),
+            work_dir: dir.join("work"),
+            rootfs: dir.join("rootfs"),
+            bind_mounts: spec.bind_mounts.clone(),
+            cgroup_procs: self.cgroups.procs_files(handle),
+            resolv_conf: spec
+                .network
+                .as_ref()
+                .and_then(|_| std::fs::read_to_string("/etc/resolv.conf").ok()),
+        };
+        for d in [&init.upper_dir, &init.work_dir, &init.rootfs] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        let init_json =
+            serde_json::to_string(&init).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let mut child = tokio::process::Command::new(&self.cfg.init_bin)
+            .arg("init")
+            .arg(init_json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(format!("spawn {}", self.cfg.init_bin.display()), e))?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::Init {
+            handle: handle.to_string(),
+            message: "no stdout from init".into(),
+        })?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut pid = None;
+        let mut ready = false;
+        let read = async {
+            while let Some(line) = lines
+                .next_line()
+                .await
+                .map_err(|e| Error::io("read init output", e))?
+            {
+                if let Some(p) = line.strip_prefix("pid ") {
+                    pid = p.trim().parse::<i32>().ok();
+                } else if line == "ready" {
+                    ready = true;
+                } else if let Some(msg) = line.strip_prefix("error: ") {
+                    return Err(Error::Init {
+                        handle: handle.to_string(),
+                        message: msg.to_string(),
+                    });
+                }
+                if ready && pid.is_some() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(30), read).await;
+        let fail = match outcome {
+            Ok(Ok(())) if ready => None,
+            Ok(Ok(())) => Some(Error::Init {
+                handle: handle.to_string(),
+                message: "init exited before it was ready".into(),
+            }),
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(Error::Init {
+                handle: handle.to_string(),
+                message: "init not ready after 30s".into(),
+            }),
+        };
+        if let Some(e) = fail {
+            let _ = child.start_kill();
+            if let Some(p) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait().await;
+            return Err(e);
+        }
+        let pid = pid.unwrap_or_default();
+        Ok((child, pid))
+    }
+
+    async fn create_inner(&self, handle: &str, dir: &Path, spec: ContainerSpec) -> Result<()> {
+        self.cgroups.create(handle, &spec.limits)?;
+        let (shim, pid) = self.start_init(handle, dir, &spec).await?;
+        let init_start = start_time(pid).unwrap_or_default();
+        let container = Arc::new(Container {
+            dir: dir.to_path_buf(),
+            record: Mutex::new(Record {
+                handle: handle.to_string(),
+                properties: spec.properties.clone(),
+                spec: spec.clone(),
+                init_pid: pid,
+                init_start,
+                ip: None,
+                ports: Vec::new(),
+            }),
+            shim: tokio::sync::Mutex::new(Some(shim)),
+            processes: Mutex::new(HashMap::new()),
+        });
+        lock(&self.containers).insert(handle.to_string(), container.clone());
+        Self::persist(&container)?;
+        if let Some(network) = &spec.network {
+            self.ensure_host_net().await?;
+            let ip = {
+                let _guard = self.net_lock.lock().await;
+                let used: HashSet<Ipv4Addr> = lock(&self.containers)
+                    .values()
+                    .filter_map(|c| lock(&c.record).ip)
+                    .collect();
+                let ip = self
+                    .cfg
+                    .network
+                    .container_addresses()
+                    .find(|a| !used.contains(a))
+                    .ok_or_else(|| Error::InvalidRequest("container subnet is full".into()))?;
+                lock(&container.record).ip = Some(ip);
+                Self::persist(&container)?;
+                ip
+            };
+            net::setup_container(&self.cfg.network, handle, pid, ip).await?;
+            for m in &network.net_in {
+                self.net_in(handle, *m).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn pick_host_port(&self) -> Result<u16> {
+        let used: HashSet<u16> = lock(&self.containers)
+            .values()
+            .flat_map(|c| {
+                lock(&c.record)
+                    .ports
+                    .iter()
+                    .map(|p| p.host_port)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let (lo, hi) = self.cfg.network.host_ports;
+        (lo..=hi)
+            .find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+            .ok_or_else(|| Error::InvalidRequest(format!("no free host port in {lo}-{hi}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for NativeBackend {
+    async fn create(&self, spec: ContainerSpec) -> Result<String> {
+        let handle = spec
+            .handle
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        validate_handle(&handle)?;
+        for b in &spec.bind_mounts {
+            if !b.dst_path.is_absolute()
+                || b.dst_path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(Error::InvalidRequest(format!(
+                    "bind mount destination {} must be absolute without `..`",
+                    b.dst_path.display()
+                )));
+            }
+        }
+        let dir = self.cfg.depot.join("containers").join(&handle);
+        {
+            let map = lock(&self.containers);
+            let mut creating = lock(&self.creating);
+            if map.contains_key(&handle) || creating.contains(&handle) || dir.exists() {
+                return Err(Error::HandleExists(handle));
+            }
+            creating.insert(handle.clone());
+        }
+        let result = match std::fs::create_dir_all(&dir) {
+            Ok(()) => self.create_inner(&handle, &dir, spec).await,
+            Err(e) => Err(Error::io(format!("create {}", dir.display()), e)),
+        };
+        lock(&self.creating).remove(&handle);
+        match result {
+            Ok(()) => {
+                tracing::debug!(handle = %handle, "created container");
+                Ok(handle)
+            }
+            Err(e) => {
+                tracing::warn!(handle = %handle, error = %e, "create failed; cleaning up");
+                if lock(&self.containers).contains_key(&handle) {
+                    let _ = self.destroy(&handle).await;
+                } else {
+                    self.cleanup(&handle, &dir, false).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn destroy(&self, handle: &str) -> Result<()> {
+        let c = lock(&self.containers)
+            .remove(handle)
+            .ok_or_else(|| Error::ContainerNotFound(handle.to_string()))?;
+        let (pid, start, networked) = {
+            let r = lock(&c.record);
+            (
+                r.init_pid,
+                r.init_start,
+                r.ip.is_some() || r.spec.network.is_some(),
+            )
+        };
+        if alive(pid, start) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(mut shim) = c.shim.lock().await.take() {
+            let _ = shim.wait().await;
+        } else {
+            for _ in 0..2000 {
+                if !alive(pid, start) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        self.cleanup(handle, &c.dir, networked).await;
+        tracing::debug!(handle, "destroyed container");
+        Ok(())
+    }
+
+    async fn list(&self, filter: &BTreeMap<String, String>) -> Result<Vec<String>> {
+        let mut handles: Vec<String> = lock(&self.containers)
+            .iter()
+            .filter(|(_, c)| {
+                let r = lock(&c.record);
+                filter.iter().all(|(k, v)| r.properties.get(k) == Some(v))
+            })
+            .map(|(h, _)| h.clone())
+            .collect();
+        handles.sort();
+        Ok(handles)
+    }
+
+    async fn run(&self, handle: &str, spec: ProcessSpec) -> Result<String> {
+        let c = self.get(handle)?;
+        if spec.argv.is_empty() {
+            return Err(Error::InvalidRequest("process argv is empty".into()));
+        }
+        let (init_pid, init_start, mut env) = {
+            let r = lock(&c.record);
+            (r.init_pid, r.init_start, r.spec.env.clone())
+        };
+        if !alive(init_pid, init_start) {
+            return Err(Error::ProcessStart {
+                handle: handle.to_string(),
+                program: spec.argv[0].clone(),
+                message: "container init is not running".into(),
+            });
+        }
+        for e in &spec.env {
+            let key = e.split('=').next().unwrap_or("");
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        let exec = ExecConfig {
+            init_pid,
+            cgroup_procs: self.cgroups.procs_files(handle),
+            argv: spec.argv.clone(),
+            env,
+            dir: spec.dir.clone().unwrap_or_else(|| "/".into()),
+            user: spec.user.clone(),
+            tty: spec.tty,
+        };
+        let state = process::spawn(&self.cfg.init_bin, handle, &exec, spec.stdin.clone()).await?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut processes = lock(&c.processes);
+        prune_exited(&mut processes);
+        processes.insert(id.clone(), state);
+        Ok(id)
+    }
+
+    async fn attach(&self, handle: &str, process_id: &str) -> Result<ProcessStream> {
+        let c = self.get(handle)?;
+        let p =
+            lock(&c.processes)
+                .get(process_id)
+                .cloned()
+                .ok_or_else(|| Error::ProcessNotFound {
+                    handle: handle.to_string(),
+                    id: process_id.to_string(),
+                })?;
+        Ok(p.attach())
+    }
+
+    async fn signal(&self, handle: &str, process_id: &str, signal: i32) -> Result<()> {
+        let c = self.get(handle)?;
+        let p =
+            lock(&c.processes)
+                .get(process_id)
+                .cloned()
+                .ok_or_else(|| Error::ProcessNotFound {
+                    handle: handle.to_string(),
+                    id: process_id.to_string(),
+                })?;
+        if p.exit_status().is_some() {
+            return Ok(());
+        }
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| Error::InvalidRequest(format!("bad signal {signal}")))?;
+        // The process leads its own session (it calls setsid before exec), so signalling the
+        // group reaches what it started too: `sh -c 'sleep 100; true'` must not leave the sleep
+        // behind. A process that already left the group still gets the signal directly.
+        let pid = nix::unistd::Pid::from_raw(p.host_pid);
+        if nix::sys::signal::killpg(pid, sig).is_ok() {
+            return Ok(());
+        }
+        nix::sys::signal::kill(pid, sig).map_err(|e| {
+            Error::sys(
+                format!("signal process {process_id} in container {handle}"),
+                e,
+            )
+        })
+    }
+
+    async fn stream_in(&self, handle: &str, path: &str, mut tar: ByteStream) -> Result<()> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let c = self.get(handle)?;
+        let pid = lock(&c.record).init_pid;
+        // spool to an unnamed file next to the container: the archive is checked as a whole
+        // before anything is written, without holding it in memory
+        let spool = spool_file(&c.dir)?;
+        let mut file = tokio::fs::File::from_std(spool);
+        while let Some(chunk) = tar.next().await {
+            file.write_all(&chunk?)
+                .await
+                .map_err(|e| Error::io(format!("spool tar for container {handle}"), e))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| Error::io(format!("spool tar for container {handle}"), e))?;
+        let file = file.into_std().await;
+        let handle = handle.to_string();
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            tarstream::stream_in(
+                Path::new(&format!("/proc/{pid}/root")),
+                &handle,
+                &path,
+                std::io::BufReader::with_capacity(256 * 1024, file),
+            )
+        })
+        .await
+        .map_err(|e| Error::Transport(format!("stream_in task: {e}")))?
+    }
+
+    async fn stream_out(&self, handle: &str, path: &str) -> Result<ByteStream> {
+        let c = self.get(handle)?;
+        let pid = lock(&c.record).init_pid;
+        let (h, p) = (handle.to_string(), path.to_string());
+        let source = tokio::task::spawn_blocking(move || {
+            tarstream::resolve_out(Path::new(&format!("/proc/{pid}/root")), &h, &p)
+        })
+        .await
+        .map_err(|e| Error::Transport(format!("stream_out task: {e}")))??;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(8);
+        tokio::task::spawn_blocking(move || {
+            let mut writer = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(CHUNK),
+            };
+            let result = tarstream::write_out(&source, &mut writer).and_then(|()| {
+                std::io::Write::flush(&mut writer).map_err(|e| Error::io("flush tar stream", e))
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            let item = rx.recv().await?;
+            Some((item, rx))
+        })))
+    }
+
+    async fn properties(&self, handle: &str) -> Result<BTreeMap<String, String>> {
+        Ok(lock(&self.get(handle)?.record).properties.clone())
+    }
+
+    async fn property(&self, handle: &str, name: &str) -> Result<String> {
+        lock(&self.get(handle)?.record)
+            .properties
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::PropertyNotFound {
+                handle: handle.to_string(),
+                name: name.to_string(),
+            })
+    }
+
+    async fn set_property(&self, handle: &str, name: &str, value: &str) -> Result<()> {
+        let c = self.get(handle)?;
+        lock(&c.record)
+            .properties
+            .insert(name.to_string(), value.to_string());
+        Self::persist(&c)
+    }
+
+    async fn remove_property(&self, handle: &str, name: &str) -> Result<()> {
+        let c = self.get(handle)?;
+        if lock(&c.record).properties.remove(name).is_none() {
+            return Err(Error::PropertyNotFound {
+                handle: handle.to_string(),
+                name: name.to_string(),
+            });
+        }
+        Self::persist(&c)
+    }
+
+    async fn info(&self, handle: &str) -> Result<ContainerInfo> {
+        let c = self.get(handle)?;
+        let r = lock(&c.record).clone();
+        let mut process_ids: Vec<String> = lock(&c.processes).keys().cloned().collect();
+        process_ids.sort();
+        let oom_killed = self
+            .cgroups
+            .stats(handle)
+            .map(|s| s.oom_kills > 0)
+            .unwrap_or(false);
+        Ok(ContainerInfo {
+            handle: r.handle,
+            state: if alive(r.init_pid, r.init_start) {
+                "active"
+            } else {
+                "stopped"
+            }
+            .into(),
+            init_pid: r.init_pid,
+            container_ip: r.ip.map(|i| i.to_string()),
+            host_ip: r.ip.map(|_| self.cfg.network.gateway().to_string()),
+            mapped_ports: r.ports,
+            properties: r.properties,
+            process_ids,
+            oom_killed,
+        })
+    }
+
+    async fn metrics(&self, handle: &str) -> Result<ContainerMetrics> {
+        let c = self.get(handle)?;
+        let s = self.cgroups.stats(handle)?;
+        let upper = c.dir.join("upper");
+        let disk = tokio::task::spawn_blocking(move || dir_size(&upper))
+            .await
+            .unwrap_or(0);
+        Ok(ContainerMetrics {
+            memory_bytes: s.memory_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            cpu_usage_ns: s.cpu_usage_ns,
+            disk_bytes: disk,
+            pids: s.pids,
+        })
+    }
+
+    async fn net_in(&self, handle: &str, req: NetIn) -> Result<PortMapping> {
+        let c = self.get(handle)?;
+        let Some(ip) = lock(&c.record).ip else {
+            return Err(Error::InvalidRequest(format!(
+                "container {handle} has no network"
+            )));
+        };
+        if req.container_port == 0 {
+            return Err(Error::InvalidRequest("container_port must not be 0".into()));
+        }
+        let _guard = self.net_lock.lock().await;
+        let taken = lock(&self.containers).values().any(|other| {
+            lock(&other.record)
+                .ports
+                .iter()
+                .any(|p| p.host_port == req.host_port)
+        });
+        if req.host_port != 0 && taken {
+            return Err(Error::InvalidRequest(format!(
+                "host port {} is already mapped",
+                req.host_port
+            )));
+        }
+        let host_port = if req.host_port == 0 {
+            self.pick_host_port().await?
+        } else {
+            req.host_port
+        };
+        net::add_net_in(&self.cfg.network, handle, ip, host_port, req.container_port).await?;
+        let mapping = PortMapping {
+            host_port,
+            container_port: req.container_port,
+        };
+        lock(&c.record).ports.push(mapping);
+        Self::persist(&c)?;
+        Ok(mapping)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_validated() {
+        assert!(validate_handle("app-1_x").is_ok());
+        for bad in ["", "../x", "a/b", "-x", "a b", &"x".repeat(65)] {
+            assert!(validate_handle(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let t = start_time(pid).unwrap();
+        assert!(alive(pid, t));
+        assert!(!alive(pid, t + 1));
+    }
+}

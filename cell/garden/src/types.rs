@@ -1,0 +1,190 @@
+//! Wire and on-disk types of the Garden API: container and process specs, info, metrics.
+//!
+//! These are the HTTP API's JSON shapes and also what the depot stores per container, so a
+//! restarted server can find its containers again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a container's read-only base comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootfsSpec {
+    /// A directory used as the single read-only lower layer.
+    Dir(PathBuf),
+    /// An OCI image layout directory (`index.json`, `blobs/sha256/..`); its layers are unpacked
+    /// once into the depot's layer cache and stacked as overlayfs lower dirs.
+    Oci {
+        /// The OCI image layout directory.
+        layout: PathBuf,
+        /// `org.opencontainers.image.ref.name` to pick from the index; the first manifest if absent.
+        #[serde(default)]
+        reference: Option<String>,
+    },
+}
+
+/// Resource limits applied through cgroups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (swap is not allowed above it); the OOM killer acts at the limit.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// CPU shares (cgroup v1 `cpu.shares`; converted to `cpu.weight` on v2).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes/threads.
+    #[serde(default)]
+    pub pids: Option<u64>,
+}
+
+/// A bind mount from the host into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Host path.
+    pub src_path: PathBuf,
+    /// Absolute path inside the container.
+    pub dst_path: PathBuf,
+    /// Read-only unless `read_write` is set.
+    #[serde(default)]
+    pub read_write: bool,
+}
+
+/// Network settings of a container; without them it gets only a loopback interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Net-in mappings created with the container.
+    #[serde(default)]
+    pub net_in: Vec<NetIn>,
+}
+
+/// A host port forwarded to a container port (TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetIn {
+    /// Host port; 0 picks a free one from the configured range.
+    #[serde(default)]
+    pub host_port: u16,
+    /// Port inside the container.
+    pub container_port: u16,
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Unique handle; generated when absent. Letters, digits, `-` and `_`, at most 64 bytes.
+    #[serde(default)]
+    pub handle: Option<String>,
+    /// The read-only base.
+    pub rootfs: RootfsSpec,
+    /// `KEY=VALUE` entries given to every process.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// cgroup limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Bind mounts.
+    #[serde(default)]
+    pub bind_mounts: Vec<BindMount>,
+    /// Metadata.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Networking; `None` means loopback only.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
+}
+
+impl ContainerSpec {
+    /// A spec with only a rootfs directory set.
+    pub fn from_dir(rootfs: impl Into<PathBuf>) -> Self {
+        ContainerSpec {
+            handle: None,
+            rootfs: RootfsSpec::Dir(rootfs.into()),
+            env: Vec::new(),
+            limits: Limits::default(),
+            bind_mounts: Vec::new(),
+            properties: BTreeMap::new(),
+            network: None,
+        }
+    }
+}
+
+/// A process to run in a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Program and arguments; the program is looked up in the process's `PATH`.
+    pub argv: Vec<String>,
+    /// Extra `KEY=VALUE` entries, on top of the container's env.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory inside the container (default `/`).
+    #[serde(default)]
+    pub dir: Option<String>,
+    /// User name or `uid[:gid]` (default root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Bytes written to the process's stdin, which is then closed.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Run on a pseudo-terminal (80x24); stderr is then merged into stdout.
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// One frame of a process's output stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessEvent {
+    /// Bytes written to stdout.
+    Stdout(bytes::Bytes),
+    /// Bytes written to stderr.
+    Stderr(bytes::Bytes),
+    /// The process exited; `128 + n` when killed by signal `n`.
+    Exit(i32),
+}
+
+/// A port mapping as created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// Host port.
+    pub host_port: u16,
+    /// Container port.
+    pub container_port: u16,
+}
+
+/// What `info` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    /// Handle.
+    pub handle: String,
+    /// `active` while the init process lives, `stopped` otherwise.
+    pub state: String,
+    /// Host pid of the container's init (pid 1 inside).
+    pub init_pid: i32,
+    /// Container IP, if networked.
+    pub container_ip: Option<String>,
+    /// Host side (bridge) IP, if networked.
+    pub host_ip: Option<String>,
+    /// Port mappings.
+    pub mapped_ports: Vec<PortMapping>,
+    /// Properties.
+    pub properties: BTreeMap<String, String>,
+    /// Ids of processes started through this server.
+    pub process_ids: Vec<String>,
+    /// Whether the OOM killer has acted in the container.
+    pub oom_killed: bool,
+}
+
+/// What `metrics` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerMetrics {
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes (0 when unlimited).
+    pub memory_limit_bytes: u64,
+    /// CPU time used, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Bytes written in the container's writable layer.
+    pub disk_bytes: u64,
+    /// Processes/threads in the container.
+    pub pids: u64,
+}

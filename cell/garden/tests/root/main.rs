@@ -1,0 +1,19 @@
+//! Root-only integration tests: real containers on this host.
+//!
+//! Run as root: `cargo test -p diego-garden --test root -- --test-threads=2`.
+//! Without root the tests fail under `CI=true` and are skipped (with a message) otherwise.
+
+// helpers outside #[test] functions unwrap too: this whole binary is test code
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+mod adopt;
+mod api;
+mod isolation;
+mod leaks;
+mod limits;
+mod network;
+mod oci;
+mod stack;
+mod tar;
