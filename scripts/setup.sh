@@ -24,3 +24,9 @@ if ((${#missing[@]})); then
 fi
 # Debian's etcd-server package starts a system etcd on 2379; the tests start their own on free
 # ports, so that one is left alone.
+
+# Wasm guests (auction policies, lifecycles, test guests) are built for this target by
+# plugin-sdk/artifacts during the normal build.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi

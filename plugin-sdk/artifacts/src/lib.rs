@@ -1,0 +1,5 @@
+//! Paths of the Wasm guests built from this repo's sources (see `build.rs`): the shipped
+//! auction policies, the SDK's worked examples, and the misbehaving guests of the host's fault
+//! tests. A dev-dependency of `diego-host` (tests, benchmark); never shipped.
+
+include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
