@@ -373,6 +373,16 @@ impl NativeBackend {
             .ok_or_else(|| Error::ContainerNotFound(handle.to_string()))
     }
 
+    fn process(&self, handle: &str, process_id: &str) -> Result<Arc<ProcessState>> {
+        lock(&self.get(handle)?.processes)
+            .get(process_id)
+            .cloned()
+            .ok_or_else(|| Error::ProcessNotFound {
+                handle: handle.to_string(),
+                id: process_id.to_string(),
+            })
+    }
+
     fn persist(c: &Container) -> Result<()> {
         let rec = lock(&c.record).clone();
         let path = c.dir.join("record.json");
@@ -686,28 +696,12 @@ impl Backend for NativeBackend {
     }
 
     async fn attach(&self, handle: &str, process_id: &str) -> Result<ProcessStream> {
-        let c = self.get(handle)?;
-        let p =
-            lock(&c.processes)
-                .get(process_id)
-                .cloned()
-                .ok_or_else(|| Error::ProcessNotFound {
-                    handle: handle.to_string(),
-                    id: process_id.to_string(),
-                })?;
+        let p = self.process(handle, process_id)?;
         Ok(p.attach())
     }
 
     async fn signal(&self, handle: &str, process_id: &str, signal: i32) -> Result<()> {
-        let c = self.get(handle)?;
-        let p =
-            lock(&c.processes)
-                .get(process_id)
-                .cloned()
-                .ok_or_else(|| Error::ProcessNotFound {
-                    handle: handle.to_string(),
-                    id: process_id.to_string(),
-                })?;
+        let p = self.process(handle, process_id)?;
         if p.exit_status().is_some() {
             return Ok(());
         }
