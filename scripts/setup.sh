@@ -7,9 +7,11 @@
 #   busybox-static     the tiny rootfs of the fast container tests
 #   debootstrap        the stack rootfs buildpack apps run on (cell/garden/scripts)
 #   runc crun          the baselines of the container benchmark
+#   docker-registry    a real OCI registry for the image tests (started by the tests on loopback)
+#   umoci skopeo       build the test images and push them to that registry
 set -euo pipefail
 
-packages=(protobuf-compiler etcd-server curl iptables busybox-static debootstrap runc crun)
+packages=(protobuf-compiler etcd-server curl iptables busybox-static debootstrap runc crun docker-registry umoci skopeo)
 
 missing=()
 for p in "${packages[@]}"; do

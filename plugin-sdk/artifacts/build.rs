@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("SPREAD", "diego_policy_spread"),
     ("EXAMPLE_CUSTOM_POLICY", "diego_example_custom_policy"),
     ("EXAMPLE_CUSTOM_LIFECYCLE", "diego_example_custom_lifecycle"),
+    ("LIFECYCLE_BUILDPACK", "diego_lifecycle_buildpack"),
     ("TEST_LOOPER", "diego_test_guest_looper"),
     ("TEST_MEMBOMB", "diego_test_guest_membomb"),
     ("TEST_PANICKER", "diego_test_guest_panicker"),
@@ -43,6 +44,7 @@ fn main() {
         "plugin-sdk/wit",
         "plugin-sdk/examples",
         "plugin-sdk/Cargo.toml",
+        "lifecycles/buildpack",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

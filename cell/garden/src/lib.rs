@@ -4,6 +4,7 @@
 //! - [`cgroups`]: cgroup v1 and v2 behind [`cgroups::CgroupManager`].
 //! - [`container`]: namespaces, mounts and pivot_root, run by the `diego-garden-init` binary.
 //! - [`rootfs`]: directory or OCI layers as overlayfs lower dirs.
+//! - [`image`]: images from OCI registries: config for builders, layers into the cache.
 //! - [`net`]: bridge, veth, NAT and port mappings.
 //! - [`tarstream`]: tar in and out with escape checks.
 //! - [`native`]: [`native::NativeBackend`], the [`Backend`] on this host.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod container;
 pub mod error;
 pub mod fake;
+pub mod image;
 pub mod native;
 pub mod net;
 pub mod process;

@@ -47,6 +47,8 @@ pub struct Config {
     pub cgroup_mode: CgroupMode,
     /// Networking.
     pub network: NetConfig,
+    /// Registries of `docker://` rootfses.
+    pub registry: crate::image::RegistryConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             cgroup_parent: "garden".into(),
             cgroup_mode: CgroupMode::Auto,
             network: NetConfig::default(),
+            registry: crate::image::RegistryConfig::default(),
         }
     }
 }
@@ -94,6 +97,7 @@ pub struct NativeBackend {
     creating: Mutex<HashSet<String>>,
     net_lock: tokio::sync::Mutex<()>,
     host_net: tokio::sync::OnceCell<()>,
+    puller: crate::image::Puller,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -239,7 +243,9 @@ impl NativeBackend {
             std::fs::create_dir_all(&p)
                 .map_err(|e| Error::io(format!("create {}", p.display()), e))?;
         }
+        let puller = crate::image::Puller::new(cfg.registry.clone());
         let backend = NativeBackend {
+            puller,
             cfg,
             cgroups,
             containers: Mutex::new(HashMap::new()),
@@ -259,6 +265,11 @@ impl NativeBackend {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The image puller of `docker://` rootfses (its counts say what was downloaded).
+    pub fn puller(&self) -> &crate::image::Puller {
+        &self.puller
     }
 
     /// "v1" or "v2".
@@ -410,6 +421,9 @@ impl NativeBackend {
                 tokio::task::spawn_blocking(move || rootfs::lower_dirs(&rootfs_spec, &cache))
                     .await
                     .map_err(|e| Error::Transport(format!("rootfs task: {e}")))??
+            }
+            crate::types::RootfsSpec::Image(reference) => {
+                self.puller.pull(reference, &cache).await?.lower_dirs
             }
         };
         let init = InitConfig {

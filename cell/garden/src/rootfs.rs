@@ -26,6 +26,9 @@ pub fn lower_dirs(spec: &RootfsSpec, layer_cache: &Path) -> Result<Vec<PathBuf>>
         RootfsSpec::Oci { layout, reference } => {
             oci_layers(layout, reference.as_deref(), layer_cache)
         }
+        RootfsSpec::Image(reference) => Err(Error::InvalidRequest(format!(
+            "image {reference} must be pulled first (image::Puller)"
+        ))),
     }
 }
 
@@ -95,7 +98,7 @@ fn oci_layers(layout: &Path, reference: Option<&str>, cache: &Path) -> Result<Ve
     Ok(dirs)
 }
 
-/// Unpacks one layer into `cache/<hex>` (once; concurrent unpackers race on a rename).
+/// Unpacks one layer of an OCI layout into `cache/<hex>` (once).
 fn unpack_layer(layout: &Path, layer: &Descriptor, cache: &Path) -> Result<PathBuf> {
     let blob = blob_path(layout, &layer.digest)?;
     let hex = layer
@@ -103,6 +106,18 @@ fn unpack_layer(layout: &Path, layer: &Descriptor, cache: &Path) -> Result<PathB
         .split_once(':')
         .map(|x| x.1)
         .unwrap_or_default();
+    unpack_blob(&blob, &layer.media_type, hex, cache)
+}
+
+/// Unpacks the layer blob `blob` (tar, gzip or not) into `cache/<hex>` unless it is there;
+/// concurrent unpackers race on a rename of their own temp dirs, so the cache is never torn.
+/// The caller has checked the blob's digest (or trusts its source).
+pub(crate) fn unpack_blob(
+    blob: &Path,
+    media_type: &str,
+    hex: &str,
+    cache: &Path,
+) -> Result<PathBuf> {
     let dest = cache.join(hex);
     if dest.is_dir() {
         return Ok(dest);
@@ -111,8 +126,8 @@ fn unpack_layer(layout: &Path, layer: &Descriptor, cache: &Path) -> Result<PathB
     let tmp = cache.join(format!(".tmp-{hex}-{}", uuid::Uuid::new_v4()));
     fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
     let file =
-        fs::File::open(&blob).map_err(|e| Error::io(format!("open {}", blob.display()), e))?;
-    let reader: Box<dyn Read> = if layer.media_type.ends_with("gzip") || is_gzip(&blob) {
+        fs::File::open(blob).map_err(|e| Error::io(format!("open {}", blob.display()), e))?;
+    let reader: Box<dyn Read> = if media_type.ends_with("gzip") || is_gzip(blob) {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {
         Box::new(file)

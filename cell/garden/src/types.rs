@@ -23,6 +23,9 @@ pub enum RootfsSpec {
         #[serde(default)]
         reference: Option<String>,
     },
+    /// An image in a registry, `docker://HOST[:PORT]/NAME[:TAG]` or `docker:///NAME` (the
+    /// default registry): pulled by the backend into its layer cache (see [`crate::image`]).
+    Image(String),
 }
 
 /// Resource limits applied through cgroups.

@@ -5,10 +5,18 @@
 //! temporary directory, and kill it when dropped. Their methods block (they spawn processes and
 //! poll them over HTTP with `std`), so they work from any thread or runtime; from async code that
 //! must keep running meanwhile, call them in `tokio::task::spawn_blocking`.
+//!
+//! [`Registry`] runs Debian's `docker-registry` on a loopback port for image tests, and
+//! [`push_test_image`] builds an OCI image with `umoci` and pushes it there with `skopeo`.
 
 pub mod etcd;
+pub mod registry;
 
 pub use etcd::{EtcdCluster, EtcdServer, etcd_binary, free_port};
+pub use registry::{
+    ImageFile, ImageSpec, PushedImage, Registry, copy_as_docker_v2s2, push_test_image,
+    registry_tools,
+};
 
 /// What every helper here returns.
 pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;

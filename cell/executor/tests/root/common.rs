@@ -101,6 +101,7 @@ pub async fn backend(n: u8) -> Arc<NativeBackend> {
             prefix_len: 24,
             host_ports: (45000 + u16::from(n) * 100, 45000 + u16::from(n) * 100 + 99),
         },
+        registry: Default::default(),
     };
     Arc::new(NativeBackend::new(config).await.expect("open backend"))
 }

@@ -74,6 +74,7 @@ pub fn config(n: u8) -> Config {
             prefix_len: 24,
             host_ports: (40000 + u16::from(n) * 100, 40000 + u16::from(n) * 100 + 99),
         },
+        registry: Default::default(),
     }
 }
 

@@ -15,5 +15,6 @@ mod leaks;
 mod limits;
 mod network;
 mod oci;
+mod registry;
 mod stack;
 mod tar;

@@ -1,0 +1,202 @@
+//! Root harness: a NativeBackend per test (own depot, cgroup parent, bridge, subnet
+//! 10.251.n.0/24 and host ports, none shared with diego-garden's or diego-executor's tests),
+//! the stack rootfs, a blobstore on loopback serving test apps and buildpacks as tgz and
+//! keeping uploaded droplets, and a plug-in host with the buildpack lifecycle loaded.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use diego_garden::cgroups::CgroupMode;
+use diego_garden::native::{Config, NativeBackend};
+use diego_garden::net::NetConfig;
+use diego_host::lifecycle::LifecyclePlugin;
+use diego_host::{Host, HostConfig};
+
+/// True when the test may run; panics under CI=true without root.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: these tests need root (CI=true makes a missing prerequisite fatal)");
+    }
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The stack rootfs (bash, python3, a vcap user). `None` (skip) when it is not cached, unless
+/// CI=true, where its absence is fatal.
+pub fn stack_rootfs(test: &str) -> Option<PathBuf> {
+    let cache =
+        std::env::var("DIEGO_ROOTFS_CACHE").unwrap_or_else(|_| "/var/cache/diego/rootfs".into());
+    let dir = PathBuf::from(cache).join("stack-bookworm");
+    if dir.join(".diego-rootfs-ok").exists() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "{test}: the stack rootfs is not built; run cell/garden/scripts/make-stack-rootfs.sh (scripts/test.sh does)"
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("skipping {msg}");
+    None
+}
+
+/// diego-garden's `diego-garden-init` helper, built (a no-op when fresh) into this target dir.
+pub fn init_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/root-<hash> → target/<profile>/diego-garden-init
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap().to_path_buf();
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.current_dir(workspace_root())
+            .args(["build", "-p", "diego-garden", "--bin", "diego-garden-init"])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("run cargo build for diego-garden-init");
+        assert!(
+            out.status.success(),
+            "building diego-garden-init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile_dir.join("diego-garden-init");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A backend for test `n` (1..=20).
+pub async fn backend(n: u8) -> Arc<NativeBackend> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let config = Config {
+        depot: PathBuf::from(format!("/tmp/diego-lifecycle-test/{n}")),
+        init_bin: init_bin(),
+        cgroup_parent: format!("lifecycle-test-{n}"),
+        cgroup_mode: CgroupMode::Auto,
+        network: NetConfig {
+            tag: format!("lct{n}"),
+            subnet: Ipv4Addr::new(10, 251, n, 0),
+            prefix_len: 24,
+            host_ports: (51000 + u16::from(n) * 100, 51000 + u16::from(n) * 100 + 99),
+        },
+        ..Config::default()
+    };
+    let b = NativeBackend::new(config).await.expect("open backend");
+    // containers adopted from an earlier run that failed half-way
+    use diego_garden::Backend as _;
+    for h in b.list(&Default::default()).await.unwrap() {
+        b.destroy(&h).await.unwrap();
+    }
+    Arc::new(b)
+}
+
+/// The buildpack lifecycle, loaded in a small host (the returned guard owns its cache dir).
+pub fn buildpack_lifecycle() -> (LifecyclePlugin, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = HostConfig::new(dir.path().join("cache"));
+    config.max_instances = 4;
+    let host = Host::new(config).expect("host starts");
+    let plugin = host
+        .load_lifecycle_file(diego_plugin_artifacts::LIFECYCLE_BUILDPACK)
+        .expect("buildpack lifecycle loads");
+    (plugin, dir)
+}
+
+/// A gzip'd tar of a directory's contents (modes kept: buildpack scripts stay executable).
+pub fn tgz(dir: &Path) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    builder.append_dir_all(".", dir).unwrap();
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+#[derive(Clone, Default)]
+struct Blobs(Arc<Mutex<HashMap<String, Vec<u8>>>>);
+
+/// A blobstore on 127.0.0.1: `GET /apps/<name>.tgz` and `/buildpacks/<name>.tgz` from the
+/// repo's `lifecycles/`, `POST`/`GET /droplets/<guid>`.
+pub struct Blobstore {
+    pub url: String,
+    blobs: Blobs,
+}
+
+impl Blobstore {
+    pub async fn start() -> Blobstore {
+        let blobs = Blobs::default();
+        let lifecycles = workspace_root().join("lifecycles");
+        {
+            let mut map = blobs.0.lock().unwrap();
+            for (kind, dir) in [("apps", "test-apps"), ("buildpacks", "buildpacks")] {
+                for entry in std::fs::read_dir(lifecycles.join(dir)).unwrap() {
+                    let entry = entry.unwrap();
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    map.insert(format!("{kind}/{name}.tgz"), tgz(&entry.path()));
+                }
+            }
+        }
+        async fn fetch(
+            State(b): State<Blobs>,
+            UrlPath((kind, name)): UrlPath<(String, String)>,
+        ) -> Result<Vec<u8>, StatusCode> {
+            b.0.lock()
+                .unwrap()
+                .get(&format!("{kind}/{name}"))
+                .cloned()
+                .ok_or(StatusCode::NOT_FOUND)
+        }
+        async fn store(
+            State(b): State<Blobs>,
+            UrlPath((kind, name)): UrlPath<(String, String)>,
+            body: Bytes,
+        ) -> StatusCode {
+            b.0.lock()
+                .unwrap()
+                .insert(format!("{kind}/{name}"), body.to_vec());
+            StatusCode::CREATED
+        }
+        let app = axum::Router::new()
+            .route("/{kind}/{name}", get(fetch).post(store))
+            .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
+            .with_state(blobs.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Blobstore { url, blobs }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.blobs.0.lock().unwrap().get(key).cloned()
+    }
+}
+
+/// Entry paths of a tgz.
+pub fn tgz_entries(bytes: &[u8]) -> Vec<String> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
