@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("EXAMPLE_CUSTOM_POLICY", "diego_example_custom_policy"),
     ("EXAMPLE_CUSTOM_LIFECYCLE", "diego_example_custom_lifecycle"),
     ("LIFECYCLE_BUILDPACK", "diego_lifecycle_buildpack"),
+    ("LIFECYCLE_DOCKER", "diego_lifecycle_docker"),
     ("TEST_LOOPER", "diego_test_guest_looper"),
     ("TEST_MEMBOMB", "diego_test_guest_membomb"),
     ("TEST_PANICKER", "diego_test_guest_panicker"),
@@ -45,6 +46,7 @@ fn main() {
         "plugin-sdk/examples",
         "plugin-sdk/Cargo.toml",
         "lifecycles/buildpack",
+        "lifecycles/docker",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

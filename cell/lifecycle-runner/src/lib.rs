@@ -11,10 +11,14 @@
 //!   a guest's failure surfaces as its own message ("no buildpack detected", "compile (x)
 //!   failed with exit status N" with the log tail);
 //! - [`launch`] runs the launch plan's setup and starts its main process with the instance's
-//!   environment; [`await_healthy`] runs a check plan's probes natively until they pass.
+//!   environment; [`await_healthy`] runs a check plan's probes natively until they pass;
+//! - [`stage_docker`] / [`launch_docker`] (`docker.rs`): the Docker lifecycle's image work —
+//!   the image config resolved natively and handed to the guest, the app container created on
+//!   the image's layers (`docker://…`).
 //!
 //! Guest calls are synchronous and short (the host caps each at ~1 s), so they run inline.
 
+mod docker;
 mod garden;
 mod plan;
 
@@ -30,6 +34,10 @@ use diego_host::lifecycle::types::{
 };
 use diego_host::lifecycle::{LifecycleError, LifecyclePlugin, StagingStep};
 
+pub use docker::{
+    EXECUTION_METADATA_OPTION, IMAGE_CONFIG_OPTION, docker_container_spec, docker_rootfs,
+    launch_docker, stage_docker,
+};
 pub use garden::GardenCaps;
 pub use plan::{PlanRun, run_plan};
 
@@ -43,6 +51,12 @@ pub enum RunnerError {
     /// plan the host refused.
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    /// The request cannot be served (e.g. a docker request without an image).
+    #[error("{0}")]
+    Request(String),
+    /// The docker image could not be resolved (not found, unauthorized, unreachable...).
+    #[error("resolving the docker image failed: {0}")]
+    Image(#[from] diego_garden::image::ImageError),
     #[error("staging did not finish after {0} steps")]
     TooManySteps(usize),
     #[error("launch setup failed: {0}")]
@@ -142,6 +156,16 @@ pub async fn launch(
     instance: &Instance,
 ) -> Result<Launched, RunnerError> {
     let plan = plugin.launch(request)?.value;
+    start_plan(caps, container, plan, instance).await
+}
+
+/// Runs a launch plan's setup and starts its main process (see [`launch`]).
+pub(crate) async fn start_plan(
+    caps: &GardenCaps,
+    container: &ContainerRef,
+    plan: LaunchPlan,
+    instance: &Instance,
+) -> Result<Launched, RunnerError> {
     if let Some(setup) = &plan.setup {
         let run = run_plan(caps, container, setup).await;
         run.result.map_err(RunnerError::Setup)?;

@@ -53,10 +53,12 @@ async fn restarted_server_adopts_live_and_cleans_dead_containers() {
     let live_ip = c.info(&live).await.unwrap().container_ip.unwrap();
 
     server.kill();
+    // Read the shim's pid before its child dies: the shim reaps it at once, and /proc/<pid>
+    // is gone by the time we would look.
+    let dead_shim = ppid(dead_pid);
     // while the server is down, one container's init dies
     // SAFETY: kill with a pid we read from the server and a valid signal.
     unsafe { libc::kill(dead_pid, libc::SIGKILL) };
-    let dead_shim = ppid(dead_pid);
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(dead_shim), None);
     assert!(Path::new(&format!("/proc/{live_pid}")).exists());
 

@@ -1,7 +1,7 @@
 //! Root harness: a NativeBackend per test (own depot, cgroup parent, bridge, subnet
 //! 10.251.n.0/24 and host ports, none shared with diego-garden's or diego-executor's tests),
 //! the stack rootfs, a blobstore on loopback serving test apps and buildpacks as tgz and
-//! keeping uploaded droplets, and a plug-in host with the buildpack lifecycle loaded.
+//! keeping uploaded droplets, and a plug-in host with a lifecycle (buildpack, docker) loaded.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -114,13 +114,18 @@ pub async fn backend(n: u8) -> Arc<NativeBackend> {
 
 /// The buildpack lifecycle, loaded in a small host (the returned guard owns its cache dir).
 pub fn buildpack_lifecycle() -> (LifecyclePlugin, tempfile::TempDir) {
+    lifecycle(diego_plugin_artifacts::LIFECYCLE_BUILDPACK)
+}
+
+/// The lifecycle component at `path`, loaded in a small host (the guard owns its cache dir).
+pub fn lifecycle(path: &str) -> (LifecyclePlugin, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = HostConfig::new(dir.path().join("cache"));
     config.max_instances = 4;
     let host = Host::new(config).expect("host starts");
     let plugin = host
-        .load_lifecycle_file(diego_plugin_artifacts::LIFECYCLE_BUILDPACK)
-        .expect("buildpack lifecycle loads");
+        .load_lifecycle_file(path)
+        .unwrap_or_else(|e| panic!("lifecycle {path} loads: {e}"));
     (plugin, dir)
 }
 

@@ -1,7 +1,8 @@
 //! Root-only end-to-end tests: the buildpack lifecycle (the Wasm guest built from
 //! `lifecycles/buildpack`) stages real apps with real buildpacks (`lifecycles/buildpacks`) in
 //! containers on the stack rootfs, and the droplets run in fresh containers, reached from the
-//! host on their mapped port.
+//! host on their mapped port. `docker.rs`: the Docker lifecycle against a real registry (and
+//! its guest alone, which needs no root).
 //!
 //! Run as root: `cargo test -p diego-lifecycle-runner --test root`. Without root (or without
 //! the stack rootfs) they fail under `CI=true` and are skipped (with a message) otherwise.
@@ -9,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod docker;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
