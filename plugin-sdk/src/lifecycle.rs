@@ -50,6 +50,83 @@ pub fn file_of<'a>(seen: &'a Observation, path: &str) -> Option<&'a [u8]> {
         .and_then(|f| f.contents.as_deref())
 }
 
+/// The check plan Diego's health-check types mean, on the app's `port`: `port` is a TCP connect,
+/// `http` a GET of the endpoint (default `/`), `process` "still running", `none` nothing; the
+/// readiness check likewise. Defaults: 1 s invocation timeout, liveness every 30 s, readiness
+/// every 5 s, 60 s to start. A port or http check (liveness or readiness) with no port known is
+/// an invalid request.
+pub fn check_plan(request: &CheckRequest, port: Option<u16>) -> Result<CheckPlan, PluginError> {
+    let needs_port =
+        |k: HealthCheckType| matches!(k, HealthCheckType::Port | HealthCheckType::Http);
+    let any_needs_port = needs_port(request.health_check_type)
+        || request
+            .readiness
+            .as_ref()
+            .is_some_and(|r| needs_port(r.health_check_type));
+    let port = match port {
+        Some(p) => p,
+        None if any_needs_port => {
+            return Err(PluginError::InvalidRequest(
+                "a port or http health check needs a port, and none is known".to_owned(),
+            ));
+        }
+        None => 0,
+    };
+    let timeout = request.invocation_timeout_ms.unwrap_or(1000);
+    let checks = probe(
+        request.health_check_type,
+        port,
+        request.http_endpoint.as_deref(),
+        timeout,
+        request.interval_ms.unwrap_or(30_000),
+    )
+    .into_iter()
+    .collect();
+    let readiness_checks = request
+        .readiness
+        .as_ref()
+        .and_then(|r| {
+            probe(
+                r.health_check_type,
+                port,
+                r.http_endpoint.as_deref(),
+                r.invocation_timeout_ms.unwrap_or(timeout),
+                r.interval_ms.unwrap_or(5_000),
+            )
+        })
+        .into_iter()
+        .collect();
+    Ok(CheckPlan {
+        checks,
+        readiness_checks,
+        start_timeout_ms: request.start_timeout_ms.unwrap_or(60_000),
+    })
+}
+
+fn probe(
+    kind: HealthCheckType,
+    port: u16,
+    endpoint: Option<&str>,
+    timeout_ms: u64,
+    interval_ms: u64,
+) -> Option<Probe> {
+    match kind {
+        HealthCheckType::Port => Some(Probe::Tcp(TcpProbe {
+            port,
+            connect_timeout_ms: timeout_ms,
+            interval_ms,
+        })),
+        HealthCheckType::Http => Some(Probe::Http(HttpProbe {
+            port,
+            path: endpoint.filter(|e| !e.is_empty()).unwrap_or("/").to_owned(),
+            request_timeout_ms: timeout_ms,
+            interval_ms,
+        })),
+        HealthCheckType::Process => Some(Probe::ProcessAlive),
+        HealthCheckType::None => None,
+    }
+}
+
 /// Continuation state: a few byte fields, length-prefixed. Enough for most lifecycles (a
 /// URL, a chosen buildpack, a phase number) without pulling a serialization crate into
 /// every guest.

@@ -27,10 +27,10 @@ mod release;
 
 use diego_plugin_sdk::export_lifecycle;
 use diego_plugin_sdk::lifecycle::{
-    BuildpackInfo, CheckPlan, CheckRequest, DownloadSpec, EnvVar, Guest, HealthCheckType,
-    HttpProbe, LaunchPlan, LaunchRequest, LifecycleKinds, LifecycleMetadata, LogLevel, NodeOutcome,
-    Observation, PluginError, PluginInfo, Probe, ProcessType, RunSpec, StagingRequest,
-    StagingResult, StagingStep, TcpProbe, UploadSpec, log, run_spec, state, status_of,
+    BuildpackInfo, CheckPlan, CheckRequest, DownloadSpec, EnvVar, Guest, LaunchPlan, LaunchRequest,
+    LifecycleKinds, LifecycleMetadata, LogLevel, NodeOutcome, Observation, PluginError, PluginInfo,
+    ProcessType, RunSpec, StagingRequest, StagingResult, StagingStep, UploadSpec, log, run_spec,
+    state, status_of,
 };
 use diego_plugin_sdk::plan::{PlanBuilder, continuation};
 
@@ -616,30 +616,6 @@ fn env_var(name: &str, value: &str) -> EnvVar {
     }
 }
 
-fn probe_for(
-    kind: HealthCheckType,
-    port: u16,
-    endpoint: Option<&str>,
-    timeout_ms: u64,
-    interval_ms: u64,
-) -> Option<Probe> {
-    match kind {
-        HealthCheckType::Port => Some(Probe::Tcp(TcpProbe {
-            port,
-            connect_timeout_ms: timeout_ms,
-            interval_ms,
-        })),
-        HealthCheckType::Http => Some(Probe::Http(HttpProbe {
-            port,
-            path: endpoint.filter(|e| !e.is_empty()).unwrap_or("/").to_owned(),
-            request_timeout_ms: timeout_ms,
-            interval_ms,
-        })),
-        HealthCheckType::Process => Some(Probe::ProcessAlive),
-        HealthCheckType::None => None,
-    }
-}
-
 impl Guest for Buildpack {
     fn describe() -> PluginInfo {
         PluginInfo {
@@ -756,48 +732,7 @@ impl Guest for Buildpack {
 
     fn healthcheck(request: CheckRequest) -> Result<CheckPlan, PluginError> {
         let port = request.ports.first().copied();
-        let needs_port = matches!(
-            request.health_check_type,
-            HealthCheckType::Port | HealthCheckType::Http
-        );
-        let port = match port {
-            Some(p) => p,
-            None if needs_port => {
-                return Err(PluginError::InvalidRequest(
-                    "a port or http health check needs a port".to_owned(),
-                ));
-            }
-            None => 0,
-        };
-        let timeout = request.invocation_timeout_ms.unwrap_or(1000);
-        let checks = probe_for(
-            request.health_check_type,
-            port,
-            request.http_endpoint.as_deref(),
-            timeout,
-            request.interval_ms.unwrap_or(30_000),
-        )
-        .into_iter()
-        .collect();
-        let readiness_checks = request
-            .readiness
-            .as_ref()
-            .and_then(|r| {
-                probe_for(
-                    r.health_check_type,
-                    port,
-                    r.http_endpoint.as_deref(),
-                    r.invocation_timeout_ms.unwrap_or(timeout),
-                    r.interval_ms.unwrap_or(5_000),
-                )
-            })
-            .into_iter()
-            .collect();
-        Ok(CheckPlan {
-            checks,
-            readiness_checks,
-            start_timeout_ms: request.start_timeout_ms.unwrap_or(60_000),
-        })
+        diego_plugin_sdk::lifecycle::check_plan(&request, port)
     }
 }
 

@@ -28,9 +28,9 @@
 
 use diego_plugin_sdk::export_lifecycle;
 use diego_plugin_sdk::lifecycle::{
-    CheckPlan, CheckRequest, EnvVar, Guest, HealthCheckType, HttpProbe, LaunchPlan, LaunchRequest,
-    LifecycleKinds, LifecycleMetadata, LogLevel, Observation, PluginError, PluginInfo, Probe,
-    ProcessType, StagingRequest, StagingResult, StagingStep, TcpProbe, log, run_spec,
+    CheckPlan, CheckRequest, EnvVar, Guest, LaunchPlan, LaunchRequest, LifecycleKinds,
+    LifecycleMetadata, LogLevel, Observation, PluginError, PluginInfo, ProcessType, StagingRequest,
+    StagingResult, StagingStep, log, run_spec,
 };
 use serde_json::{Value, json};
 
@@ -357,79 +357,12 @@ fn launch(request: LaunchRequest) -> Result<LaunchPlan, PluginError> {
     })
 }
 
-fn probe_for(
-    kind: HealthCheckType,
-    port: u16,
-    endpoint: Option<&str>,
-    timeout_ms: u64,
-    interval_ms: u64,
-) -> Option<Probe> {
-    match kind {
-        HealthCheckType::Port => Some(Probe::Tcp(TcpProbe {
-            port,
-            connect_timeout_ms: timeout_ms,
-            interval_ms,
-        })),
-        HealthCheckType::Http => Some(Probe::Http(HttpProbe {
-            port,
-            path: endpoint.filter(|e| !e.is_empty()).unwrap_or("/").to_owned(),
-            request_timeout_ms: timeout_ms,
-            interval_ms,
-        })),
-        HealthCheckType::Process => Some(Probe::ProcessAlive),
-        HealthCheckType::None => None,
-    }
-}
-
 fn healthcheck(request: CheckRequest) -> Result<CheckPlan, PluginError> {
+    // The request's ports, else the first TCP port the image exposes.
     let exposed = option(&request.options, EXECUTION_METADATA_OPTION)
         .and_then(Metadata::parse)
         .and_then(|m| m.first_tcp_port());
-    let needs_port =
-        |k: HealthCheckType| matches!(k, HealthCheckType::Port | HealthCheckType::Http);
-    let port = match request.ports.first().copied().or(exposed) {
-        Some(p) => p,
-        None if needs_port(request.health_check_type)
-            || request
-                .readiness
-                .as_ref()
-                .is_some_and(|r| needs_port(r.health_check_type)) =>
-        {
-            return Err(invalid(
-                "a port or http health check needs a port: the request has none and the image exposes none",
-            ));
-        }
-        None => 0,
-    };
-    let timeout = request.invocation_timeout_ms.unwrap_or(1000);
-    let checks = probe_for(
-        request.health_check_type,
-        port,
-        request.http_endpoint.as_deref(),
-        timeout,
-        request.interval_ms.unwrap_or(30_000),
-    )
-    .into_iter()
-    .collect();
-    let readiness_checks = request
-        .readiness
-        .as_ref()
-        .and_then(|r| {
-            probe_for(
-                r.health_check_type,
-                port,
-                r.http_endpoint.as_deref(),
-                r.invocation_timeout_ms.unwrap_or(timeout),
-                r.interval_ms.unwrap_or(5_000),
-            )
-        })
-        .into_iter()
-        .collect();
-    Ok(CheckPlan {
-        checks,
-        readiness_checks,
-        start_timeout_ms: request.start_timeout_ms.unwrap_or(60_000),
-    })
+    diego_plugin_sdk::lifecycle::check_plan(&request, request.ports.first().copied().or(exposed))
 }
 
 impl Guest for Docker {
