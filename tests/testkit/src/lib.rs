@@ -11,6 +11,7 @@
 
 pub mod etcd;
 pub mod registry;
+pub mod root;
 
 pub use etcd::{EtcdCluster, EtcdServer, etcd_binary, free_port};
 pub use registry::{

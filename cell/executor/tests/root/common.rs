@@ -3,86 +3,14 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use diego_garden::cgroups::CgroupMode;
 use diego_garden::native::{Config, NativeBackend};
 use diego_garden::net::NetConfig;
 use diego_garden::{Backend, ContainerSpec, ProcessSpec};
 
-/// True when the test may run; panics under CI=true without root.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: these tests need root (CI=true makes a missing prerequisite fatal)");
-    }
-    eprintln!("skipping {test}: needs root");
-    false
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The busybox rootfs made (once, cached) by diego-garden's script.
-pub fn busybox_rootfs() -> PathBuf {
-    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS
-        .get_or_init(|| {
-            let script = workspace_root().join("cell/garden/scripts/make-busybox-rootfs.sh");
-            let out = std::process::Command::new("bash")
-                .arg(script)
-                .output()
-                .expect("run make-busybox-rootfs.sh");
-            assert!(
-                out.status.success(),
-                "make-busybox-rootfs.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let path = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap()
-                .trim()
-                .to_string();
-            PathBuf::from(path)
-        })
-        .clone()
-}
-
-/// diego-garden's `diego-garden-init` helper: a dependency's binaries are not built for
-/// this crate's tests, so build it (a no-op when fresh) into this target directory.
-pub fn init_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<profile>/deps/root-<hash> → target/<profile>/diego-garden-init
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap().to_path_buf();
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.current_dir(workspace_root())
-            .args(["build", "-p", "diego-garden", "--bin", "diego-garden-init"])
-            .arg("--target-dir")
-            .arg(&target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("run cargo build for diego-garden-init");
-        assert!(
-            out.status.success(),
-            "building diego-garden-init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = profile_dir.join("diego-garden-init");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
-}
+pub use diego_testkit::root::{busybox_rootfs, garden_init_bin as init_bin, root_or_skip};
 
 /// A backend for test `n` (1..=50): depot, cgroup parent and network names of its own.
 pub async fn backend(n: u8) -> Arc<NativeBackend> {

@@ -3,7 +3,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use diego_garden::Backend;
 use diego_garden::cgroups::CgroupMode;
@@ -15,50 +14,7 @@ use diego_garden::{ContainerSpec, ProcessOutput, ProcessSpec};
 /// test's before/after lists are not disturbed by other tests' containers.
 pub static HOST: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// True when the test may run; panics under CI=true without root.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: these tests need root (CI=true makes a missing prerequisite fatal)");
-    }
-    eprintln!("skipping {test}: needs root");
-    false
-}
-
-fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("scripts")
-        .join(name)
-}
-
-/// The busybox rootfs made (once, cached) by the crate's script.
-pub fn busybox_rootfs() -> PathBuf {
-    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
-    ROOTFS
-        .get_or_init(|| {
-            let out = std::process::Command::new("bash")
-                .arg(script("make-busybox-rootfs.sh"))
-                .output()
-                .expect("run make-busybox-rootfs.sh");
-            assert!(
-                out.status.success(),
-                "make-busybox-rootfs.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let path = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .last()
-                .unwrap()
-                .trim()
-                .to_string();
-            PathBuf::from(path)
-        })
-        .clone()
-}
+pub use diego_testkit::root::{busybox_rootfs, root_or_skip};
 
 /// Per-test config; `n` (1..=60) picks the names and the subnet 10.254.n.0/24.
 pub fn config(n: u8) -> Config {

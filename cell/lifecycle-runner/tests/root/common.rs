@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -18,71 +18,9 @@ use diego_garden::net::NetConfig;
 use diego_host::lifecycle::LifecyclePlugin;
 use diego_host::{Host, HostConfig};
 
-/// True when the test may run; panics under CI=true without root.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: these tests need root (CI=true makes a missing prerequisite fatal)");
-    }
-    eprintln!("skipping {test}: needs root");
-    false
-}
-
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The stack rootfs (bash, python3, a vcap user). `None` (skip) when it is not cached, unless
-/// CI=true, where its absence is fatal.
-pub fn stack_rootfs(test: &str) -> Option<PathBuf> {
-    let cache =
-        std::env::var("DIEGO_ROOTFS_CACHE").unwrap_or_else(|_| "/var/cache/diego/rootfs".into());
-    let dir = PathBuf::from(cache).join("stack-bookworm");
-    if dir.join(".diego-rootfs-ok").exists() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "{test}: the stack rootfs is not built; run cell/garden/scripts/make-stack-rootfs.sh (scripts/test.sh does)"
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("skipping {msg}");
-    None
-}
-
-/// diego-garden's `diego-garden-init` helper, built (a no-op when fresh) into this target dir.
-pub fn init_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // target/<profile>/deps/root-<hash> → target/<profile>/diego-garden-init
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap().to_path_buf();
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.current_dir(workspace_root())
-            .args(["build", "-p", "diego-garden", "--bin", "diego-garden-init"])
-            .arg("--target-dir")
-            .arg(&target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("run cargo build for diego-garden-init");
-        assert!(
-            out.status.success(),
-            "building diego-garden-init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = profile_dir.join("diego-garden-init");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
-}
+pub use diego_testkit::root::{
+    garden_init_bin as init_bin, root_or_skip, stack_rootfs, workspace_root,
+};
 
 /// A backend for test `n` (1..=20).
 pub async fn backend(n: u8) -> Arc<NativeBackend> {
