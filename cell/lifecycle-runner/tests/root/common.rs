@@ -143,3 +143,22 @@ pub fn tgz_entries(bytes: &[u8]) -> Vec<String> {
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect()
 }
+
+/// Polls the readiness checks until they pass, failing the test (with the logs) after 5 s.
+pub async fn wait_ready(
+    caps: &diego_lifecycle_runner::GardenCaps,
+    container: &diego_host::capabilities::ContainerRef,
+    checks: &diego_host::lifecycle::types::CheckPlan,
+    launched: &diego_lifecycle_runner::Launched,
+) {
+    for _ in 0..50 {
+        if diego_lifecycle_runner::ready(caps, container, checks, launched)
+            .await
+            .unwrap()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("not ready after 5 s\n{}", caps.logs().join("\n"));
+}

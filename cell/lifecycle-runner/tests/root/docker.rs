@@ -258,17 +258,7 @@ async fn a_registry_image_is_staged_and_launched_on_its_own_layers() {
         diego_lifecycle_runner::await_healthy(&caps, &container, &checks, &launched)
             .await
             .unwrap_or_else(|e| panic!("healthy {index}: {e}\n{}", caps.logs().join("\n")));
-        let mut ready = false;
-        for _ in 0..50 {
-            ready = diego_lifecycle_runner::ready(&caps, &container, &checks, &launched)
-                .await
-                .unwrap();
-            if ready {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(ready, "{}", caps.logs().join("\n"));
+        wait_ready(&caps, &container, &checks, &launched).await;
         let port = b.info(&container.0).await.unwrap().mapped_ports[0].host_port;
         let response = http_get(port, "/");
         assert!(

@@ -351,17 +351,7 @@ async fn stages_with_a_named_compile_buildpack_and_runs_the_binary() {
     diego_lifecycle_runner::await_healthy(&caps, &container, &checks, &launched)
         .await
         .unwrap();
-    let mut ready = false;
-    for _ in 0..50 {
-        ready = diego_lifecycle_runner::ready(&caps, &container, &checks, &launched)
-            .await
-            .unwrap();
-        if ready {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "{}", caps.logs().join("\n"));
+    wait_ready(&caps, &container, &checks, &launched).await;
     let response = http_get(port, "/");
     assert!(
         response.contains("binary app on port 8080 (server.sh)"),
