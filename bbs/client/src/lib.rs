@@ -433,7 +433,17 @@ impl BbsClient {
     }
 
     pub async fn store_health(&self) -> Result<StoreHealthResponse> {
-        let url = format!("{}/v1/store/health", self.base);
+        self.get("/v1/store/health").await
+    }
+
+    /// The BBS's OpenAPI description.
+    pub async fn openapi(&self) -> Result<serde_json::Value> {
+        self.get("/v1/openapi.json").await
+    }
+
+    /// GETs `route` and decodes the answer.
+    async fn get<Resp: DeserializeOwned>(&self, route: &str) -> Result<Resp> {
+        let url = format!("{}{route}", self.base);
         let response = self
             .http
             .get(&url)
@@ -444,22 +454,7 @@ impl BbsClient {
                 url: url.clone(),
                 message: e.to_string(),
             })?;
-        decode_response("/v1/store/health", response).await
-    }
-
-    /// The BBS's OpenAPI description.
-    pub async fn openapi(&self) -> Result<serde_json::Value> {
-        let url = format!("{}/v1/openapi.json", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        decode_response("/v1/openapi.json", response).await
+        decode_response(route, response).await
     }
 
     async fn unit<Req: Serialize + ?Sized>(&self, route: &str, request: &Req) -> Result<()> {
