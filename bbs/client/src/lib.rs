@@ -432,6 +432,30 @@ impl BbsClient {
             .resource)
     }
 
+    /// Runs one convergence pass (Diego's ConvergeLRPs and ConvergeTasks) and says what it did.
+    pub async fn converge(&self) -> Result<ConvergeResponse> {
+        self.rpc("/v1/converge", &EmptyRequest {}).await
+    }
+
+    /// The auction policy an operator set, if any.
+    pub async fn auction_policy(&self) -> Result<Option<AuctionPolicyRecord>> {
+        Ok(self
+            .rpc::<_, AuctionPolicyResponse>("/v1/auction_policy/get", &EmptyRequest {})
+            .await?
+            .policy)
+    }
+
+    /// Records the auction policy every brain should place with.
+    pub async fn set_auction_policy(&self, policy: &AuctionPolicyRecord) -> Result<()> {
+        self.unit(
+            "/v1/auction_policy/set",
+            &SetAuctionPolicyRequest {
+                policy: policy.clone(),
+            },
+        )
+        .await
+    }
+
     pub async fn store_health(&self) -> Result<StoreHealthResponse> {
         self.get("/v1/store/health").await
     }

@@ -13,6 +13,7 @@
 
 pub mod actions;
 pub mod actual_lrp;
+pub mod auction;
 pub mod cell;
 pub mod check;
 pub mod desired_lrp;
@@ -30,6 +31,7 @@ pub use actual_lrp::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, ActualLrpState, PortMapping,
     Presence,
 };
+pub use auction::{LrpStartRequest, PlacementConstraint, Resource, TaskStartRequest};
 pub use cell::{CellCapacity, CellPresence, Provider};
 pub use check::{Check, CheckDefinition, HttpCheck, TcpCheck};
 pub use desired_lrp::{

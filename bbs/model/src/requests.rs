@@ -13,7 +13,7 @@ use crate::task::TaskDefinition;
 use crate::validate::Problems;
 use crate::{
     ActualLrp, ActualLrpInstanceKey, ActualLrpKey, ActualLrpNetInfo, BbsError, CellPresence,
-    DesiredLrp, DesiredLrpUpdate, Task,
+    DesiredLrp, DesiredLrpUpdate, Task, Timestamp,
 };
 
 /// The body of every failed request.
@@ -606,4 +606,59 @@ pub struct StoreHealthResponse {
     pub backend: String,
     pub degraded: bool,
     pub members: Vec<StoreMember>,
+}
+
+/// What one convergence pass did (`POST /v1/converge`): counts for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct ConvergeResponse {
+    /// Instances (missing, stale unclaimed, crashed past their backoff, on lost cells) sent to
+    /// the auctioneer.
+    pub lrps_auctioned: u32,
+    /// Missing instances created (UNCLAIMED) for desired LRPs.
+    pub lrps_created: u32,
+    /// Extra or orphaned instances retired.
+    pub lrps_retired: u32,
+    /// RUNNING instances of lost cells kept as SUSPECT while a replacement is placed.
+    pub lrps_suspected: u32,
+    /// Cells whose presence vanished while they still held instances or tasks.
+    pub missing_cells: Vec<String>,
+    /// Pending tasks sent to the auctioneer again.
+    pub tasks_kicked: u32,
+    /// Tasks completed as failed (expired pending, lost cell) or deleted (expired completed).
+    pub tasks_pruned: u32,
+    /// Completion callbacks retried.
+    pub callbacks_retried: u32,
+}
+
+/// The auction policy an operator chose, kept in the BBS so a restarted or failed-over brain
+/// places with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuctionPolicyRecord {
+    /// A built-in policy's name (`classic`, `binpack`, `spread`) or the component's own name.
+    pub name: String,
+    /// True for a built-in policy: `component` is empty and `name` says which.
+    pub builtin: bool,
+    /// The sha256 of the component (hex); empty for a built-in.
+    pub sha256: String,
+    /// The Wasm component, base64; empty for a built-in.
+    pub component: String,
+    /// When it was set (ns since the epoch).
+    pub set_at: Timestamp,
+    /// Who set it (free text, e.g. the brain's URL).
+    pub set_by: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct AuctionPolicyResponse {
+    /// None until an operator sets a policy (brains then use the default, classic).
+    pub policy: Option<AuctionPolicyRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SetAuctionPolicyRequest {
+    pub policy: AuctionPolicyRecord,
 }

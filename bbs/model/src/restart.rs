@@ -11,6 +11,9 @@ use crate::Timestamp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     pub immediate_restarts: i32,
+    /// The first backoff step, doubled per crash past the immediate ones (Diego: 30 s, fixed;
+    /// ours is configurable so tests and dev clusters can watch the schedule in seconds).
+    pub backoff_min: Duration,
     pub max_backoff: Duration,
     pub max_restart_attempts: i32,
 }
@@ -24,6 +27,7 @@ impl Default for RestartPolicy {
     fn default() -> Self {
         Self {
             immediate_restarts: 3,
+            backoff_min: CRASH_BACKOFF_MIN,
             max_backoff: Duration::from_secs(16 * 60),
             max_restart_attempts: 200,
         }
@@ -31,12 +35,12 @@ impl Default for RestartPolicy {
 }
 
 impl RestartPolicy {
-    /// `floor(log2(ceil(max_backoff / 30s)))`: 5 with the defaults.
+    /// `floor(log2(ceil(max_backoff / backoff_min)))`: 5 with the defaults.
     pub fn max_backoff_count(&self) -> u32 {
         let steps = self
             .max_backoff
             .as_nanos()
-            .div_ceil(CRASH_BACKOFF_MIN.as_nanos())
+            .div_ceil(self.backoff_min.as_nanos().max(1))
             .max(1);
         u128::BITS - 1 - steps.leading_zeros()
     }
@@ -53,7 +57,7 @@ impl RestartPolicy {
         let exponent = u32::try_from(crash_count - self.immediate_restarts)
             .unwrap_or(0)
             .min(self.max_backoff_count());
-        Some((CRASH_BACKOFF_MIN * 2u32.pow(exponent)).min(self.max_backoff))
+        Some((self.backoff_min * 2u32.pow(exponent)).min(self.max_backoff))
     }
 
     /// Diego's `ShouldRestart(now, crashedAt, crashCount)`, times in ns since the epoch.
@@ -118,6 +122,13 @@ mod tests {
         );
         assert_eq!(p.backoff(199).map(|d| d.as_secs()), Some(960));
         assert_eq!(p.backoff(200), None);
+        let fast = RestartPolicy {
+            backoff_min: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(64),
+            ..RestartPolicy::default()
+        };
+        let secs: Vec<u64> = (3..10).filter_map(|c| fast.backoff(c)).map(|d| d.as_secs()).collect();
+        assert_eq!(secs, vec![2, 4, 8, 16, 32, 64, 64]);
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! The rep's HTTP API as the auctioneer and the BBS see it: Diego's `rep.CellState`, `rep.Work`
+//! and the calls to stop an instance or cancel a task, with a typed client.
+//!
+//! Routes (all JSON):
+//! - `GET  /ping` — 200 while the rep serves.
+//! - `GET  /state` — [`CellState`]: capacity, what is left, the work on the cell.
+//! - `POST /work` — [`Work`] to run; answers the [`Work`] the cell refused (Diego's `Perform`).
+//!   Accepted work is reserved before the answer, so a second auction sees it in `/state`.
+//! - `POST /v1/lrps/{process_guid}/instances/{instance_guid}/stop`
+//! - `POST /v1/tasks/{task_guid}/cancel`
+//! - `POST /v1/drain` — start evacuating (as SIGTERM does); answers at once.
+//!
+//! Errors are answered as `{"error": {"type", "message"}}` (the BBS's [`diego_model::BbsError`]).
+
+use std::time::Duration;
+
+use diego_model::requests::ErrorResponse;
+use diego_model::{ActualLrpKey, PlacementConstraint, Provider, Resource};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A cell's capacity in the auction's units (Diego's `rep.Resources`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    pub memory_mb: i32,
+    pub disk_mb: i32,
+    pub containers: i32,
+}
+
+/// Where an instance is in the rep's hands (Diego's executor container states).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ContainerState {
+    /// Capacity set aside; no container yet.
+    #[default]
+    Reserved,
+    /// The container is being made (and set up).
+    Initializing,
+    /// The process runs; start-up checks have not passed yet.
+    Created,
+    /// Up and passing its checks.
+    Running,
+    /// Exited or being torn down.
+    Completed,
+}
+
+/// An LRP instance on a cell, or one offered to it (Diego's `rep.LRP`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Lrp {
+    pub instance_guid: String,
+    #[serde(flatten)]
+    pub key: ActualLrpKey,
+    pub placement_constraint: PlacementConstraint,
+    pub resource: Resource,
+    /// Only in [`CellState`]; ignored in [`Work`].
+    pub state: ContainerState,
+}
+
+/// A task on a cell, or one offered to it (Diego's `rep.Task`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Task {
+    pub task_guid: String,
+    pub domain: String,
+    pub placement_constraint: PlacementConstraint,
+    pub resource: Resource,
+    /// Only in [`CellState`].
+    pub state: ContainerState,
+    pub failed: bool,
+}
+
+/// What a cell has and runs, for an auction (Diego's `rep.CellState`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CellState {
+    pub rep_url: String,
+    pub cell_id: String,
+    /// The cell's rank for bin-pack-first-fit (Diego's `CellIndex`).
+    pub cell_index: i32,
+    pub zone: String,
+    pub rootfs_providers: Vec<Provider>,
+    pub available_resources: Resources,
+    pub total_resources: Resources,
+    pub lrps: Vec<Lrp>,
+    pub tasks: Vec<Task>,
+    /// Instances reserved or starting, not yet running.
+    pub starting_container_count: i32,
+    pub evacuating: bool,
+    pub volume_drivers: Vec<String>,
+    pub placement_tags: Vec<String>,
+    pub optional_placement_tags: Vec<String>,
+    pub proxy_memory_allocation_mb: i32,
+}
+
+/// Work for one cell (Diego's `rep.Work`). As a `/work` answer: the part the cell refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Work {
+    pub lrps: Vec<Lrp>,
+    pub tasks: Vec<Task>,
+    /// The cell this work is meant for; a rep refuses work addressed to another cell.
+    pub cell_id: String,
+}
+
+impl Work {
+    pub fn is_empty(&self) -> bool {
+        self.lrps.is_empty() && self.tasks.is_empty()
+    }
+}
+
+/// What went wrong calling a rep.
+#[derive(Debug, thiserror::Error)]
+pub enum RepClientError {
+    /// The rep could not be reached, or the connection broke. For `perform`, whether the work
+    /// was taken is unknown.
+    #[error("cannot reach the rep at {url}: {message}")]
+    Transport { url: String, message: String },
+    /// The rep answered with an error status.
+    #[error("the rep at {url} answered {status}: {message}")]
+    Status {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    /// The rep answered something this client cannot read.
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, RepClientError>;
+
+/// A client for one rep.
+#[derive(Debug, Clone)]
+pub struct RepClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl RepClient {
+    /// A client for the rep at `base_url` (its presence's `rep_url`). `timeout` bounds every
+    /// call (Diego's `cell_state_timeout` is 10 s).
+    pub fn new(base_url: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self::with_http(http, base_url)
+    }
+
+    /// A client sharing `http`'s connection pool (the auctioneer keeps one for all cells).
+    pub fn with_http(http: reqwest::Client, base_url: &str) -> Self {
+        Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let url = format!("{}/ping", self.base);
+        let r = self.http.get(&url).send().await;
+        expect_ok(&url, r).await.map(drop)
+    }
+
+    pub async fn state(&self) -> Result<CellState> {
+        let url = format!("{}/state", self.base);
+        let r = self.http.get(&url).send().await;
+        decode(&url, expect_ok(&url, r).await?).await
+    }
+
+    /// Offers `work`; answers the part the cell refused.
+    pub async fn perform(&self, work: &Work) -> Result<Work> {
+        let url = format!("{}/work", self.base);
+        let r = self.http.post(&url).json(work).send().await;
+        decode(&url, expect_ok(&url, r).await?).await
+    }
+
+    pub async fn stop_lrp_instance(&self, process_guid: &str, instance_guid: &str) -> Result<()> {
+        let url = format!(
+            "{}/v1/lrps/{process_guid}/instances/{instance_guid}/stop",
+            self.base
+        );
+        let r = self.http.post(&url).send().await;
+        expect_ok(&url, r).await.map(drop)
+    }
+
+    pub async fn cancel_task(&self, task_guid: &str) -> Result<()> {
+        let url = format!("{}/v1/tasks/{task_guid}/cancel", self.base);
+        let r = self.http.post(&url).send().await;
+        expect_ok(&url, r).await.map(drop)
+    }
+
+    /// Asks the rep to evacuate (what SIGTERM does).
+    pub async fn drain(&self) -> Result<()> {
+        let url = format!("{}/v1/drain", self.base);
+        let r = self.http.post(&url).send().await;
+        expect_ok(&url, r).await.map(drop)
+    }
+}
+
+async fn expect_ok(
+    url: &str,
+    response: std::result::Result<reqwest::Response, reqwest::Error>,
+) -> Result<reqwest::Response> {
+    let response = response.map_err(|e| RepClientError::Transport {
+        url: url.to_string(),
+        message: e.to_string(),
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let message = match serde_json::from_slice::<ErrorResponse>(&body) {
+        Ok(e) => e.error.message,
+        Err(_) => String::from_utf8_lossy(&body).chars().take(512).collect(),
+    };
+    Err(RepClientError::Status {
+        url: url.to_string(),
+        status: status.as_u16(),
+        message,
+    })
+}
+
+async fn decode<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T> {
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| RepClientError::Transport {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+    serde_json::from_slice(&body).map_err(|e| RepClientError::Decode {
+        url: url.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lrp_key_is_flattened_on_the_wire() {
+        let lrp = Lrp {
+            instance_guid: "i-1".into(),
+            key: ActualLrpKey::new("pg", 2, "d"),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&lrp).unwrap_or_default();
+        assert_eq!(json["process_guid"], "pg");
+        assert_eq!(json["index"], 2);
+        assert_eq!(json["state"], "RESERVED");
+        let back: Lrp = serde_json::from_value(json).unwrap_or_default();
+        assert_eq!(back, lrp);
+    }
+}
