@@ -79,9 +79,14 @@ fn decode<Req: DeserializeOwned>(body: &[u8]) -> Result<Req, BbsError> {
         .map_err(|e| BbsError::new(ErrorType::InvalidJson, format!("invalid request body: {e}")))
 }
 
-/// Reads the body up to the configured limit; a larger body is a 413 with a JSON error.
-async fn read_body(bbs: &Bbs, request: Request) -> Result<bytes::Bytes, Response> {
-    let limit = bbs.config().max_body_bytes;
+/// Reads the body up to `limit` (the configured one unless the route has its own); a larger
+/// body is a 413 with a JSON error.
+async fn read_body(
+    bbs: &Bbs,
+    limit: Option<usize>,
+    request: Request,
+) -> Result<bytes::Bytes, Response> {
+    let limit = limit.unwrap_or(bbs.config().max_body_bytes);
     axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|e| {
@@ -154,10 +159,26 @@ where
     F: Fn(Shared, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, BbsError>> + Send + 'static,
 {
+    rpc_with_limit(path, summary, None, call)
+}
+
+/// Like [`rpc`], accepting bodies up to `body_limit` instead of the configured limit.
+fn rpc_with_limit<Req, Resp, F, Fut>(
+    path: &'static str,
+    summary: &'static str,
+    body_limit: Option<usize>,
+    call: F,
+) -> Route
+where
+    Req: DeserializeOwned + ToSchema + Send + 'static,
+    Resp: Reply,
+    F: Fn(Shared, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, BbsError>> + Send + 'static,
+{
     let handler = move |State(bbs): State<Shared>, request: Request| {
         let call = call.clone();
         async move {
-            let body = match read_body(&bbs, request).await {
+            let body = match read_body(&bbs, body_limit, request).await {
                 Ok(body) => body,
                 Err(response) => return response,
             };
@@ -228,7 +249,7 @@ fn events_route(
             }
         };
         // A POST may carry Diego's `{"cell_id": ...}` filter in its body.
-        let body = match read_body(&bbs, request).await {
+        let body = match read_body(&bbs, None, request).await {
             Ok(body) => body,
             Err(response) => return response,
         };
@@ -635,6 +656,32 @@ fn routes() -> Vec<Route> {
                 Ok(FetchAllLocksResponse {
                     resources: bbs.fetch_all_locks(req.lock_type).await?,
                 })
+            },
+        ),
+        // convergence and the auction policy (the brain calls these)
+        rpc(
+            "/v1/converge",
+            "Run one convergence pass (Diego's ConvergeLRPs and ConvergeTasks)",
+            |bbs: Shared, _: EmptyRequest| async move { bbs.converge().await },
+        ),
+        rpc_with_limit(
+            "/v1/auction_policy/get",
+            "The auction policy every brain places with (none until set)",
+            Some(crate::MAX_POLICY_BODY_BYTES),
+            |bbs: Shared, _: EmptyRequest| async move {
+                Ok(AuctionPolicyResponse {
+                    policy: bbs.auction_policy().await?,
+                })
+            },
+        ),
+        rpc_with_limit(
+            "/v1/auction_policy/set",
+            "Record the auction policy: a built-in by name, or a Wasm component (base64, with its sha256)",
+            Some(crate::MAX_POLICY_BODY_BYTES),
+            |bbs: Shared, req: SetAuctionPolicyRequest| async move {
+                bbs.set_auction_policy(req.policy)
+                    .await
+                    .map(|()| EmptyResponse {})
             },
         ),
         // events

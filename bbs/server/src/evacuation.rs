@@ -33,7 +33,7 @@ fn drop_evacuating(
     }
 }
 
-fn unclaimed(lrp: &ActualLrp) -> ActualLrp {
+pub(crate) fn unclaimed(lrp: &ActualLrp) -> ActualLrp {
     let mut after = lrp.clone();
     after.state = ActualLrpState::Unclaimed;
     after.clear_placement();

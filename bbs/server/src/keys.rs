@@ -8,6 +8,8 @@
 //! /diego/v1/domains/<domain>                          "" on a lease of the domain's TTL
 //! /diego/v1/locks/<key>                               a lock (diego_store::lock encoding)
 //! /diego/v1/presences/<cell_id>                       a presence; the value is a CellPresence
+//! /diego/v1/auction_policy/record                     the AuctionPolicyRecord, without its component
+//! /diego/v1/auction_policy/components/<sha256>/<n>    the component's base64, in numbered chunks
 //! ```
 //! Guids and names are validated to contain no `/` before they reach a key. A desired LRP's key
 //! sorts before its instances' keys, so a transaction that creates both streams
@@ -22,6 +24,11 @@ pub const TASKS: &str = "/diego/v1/tasks/";
 pub const DOMAINS: &str = "/diego/v1/domains/";
 pub const LOCKS: &str = "/diego/v1/locks/";
 pub const PRESENCES: &str = "/diego/v1/presences/";
+pub const AUCTION_POLICY: &str = "/diego/v1/auction_policy/record";
+pub const AUCTION_POLICY_COMPONENTS: &str = "/diego/v1/auction_policy/components/";
+
+/// The lock the active auctioneer holds; its value is the auctioneer's base URL.
+pub const AUCTIONEER_LOCK: &str = "auctioneer";
 
 pub fn desired(process_guid: &str) -> String {
     format!("{DESIRED}{process_guid}")
@@ -49,6 +56,16 @@ pub fn lock(key: &str) -> String {
 
 pub fn presence(key: &str) -> String {
     format!("{PRESENCES}{key}")
+}
+
+/// The chunks of one auction policy component, by its sha256.
+pub fn policy_component(sha256: &str) -> String {
+    format!("{AUCTION_POLICY_COMPONENTS}{sha256}/")
+}
+
+/// Chunk `n` of a component; the number is zero-padded so that chunks list in order.
+pub fn policy_component_chunk(sha256: &str, n: usize) -> String {
+    format!("{AUCTION_POLICY_COMPONENTS}{sha256}/{n:06}")
 }
 
 /// What a store key holds.
@@ -103,5 +120,8 @@ mod tests {
         assert!(!actual("ab", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
         assert_eq!(family(&presence("cell-1")), Some(Family::Presence));
         assert_eq!(family("/other"), None);
+        assert_eq!(family(AUCTION_POLICY), None, "no events for the policy");
+        assert!(policy_component_chunk("ab", 2) < policy_component_chunk("ab", 10));
+        assert!(policy_component_chunk("ab", 2).starts_with(&policy_component("ab")));
     }
 }

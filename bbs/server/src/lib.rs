@@ -17,33 +17,41 @@ use diego_store::Store;
 use tokio_util::sync::CancellationToken;
 
 mod api;
+mod convergence;
 mod db;
 mod evacuation;
 mod events;
 mod external;
 pub mod keys;
 mod lrps;
+mod policy;
 mod presence;
 mod tasks;
 
 pub use api::{openapi, router};
+pub use convergence::ConvergenceConfig;
 pub use events::EventId;
+pub use policy::{MAX_POLICY_BODY_BYTES, validate_policy};
 
 /// How the BBS behaves. `Default` gives Diego's defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the API listens.
     pub listen: std::net::SocketAddr,
-    /// The auctioneer to ask for placements (`POST /v1/lrps`, `/v1/tasks`). Without one, new
-    /// unclaimed instances and pending tasks wait for whichever auctioneer watches the events.
+    /// The auctioneer to ask for placements (`POST /v1/lrps`, `/v1/tasks`). Without one, the
+    /// BBS finds the active auctioneer through the lock `auctioneer` (its value is the brain's
+    /// base URL); with no lock held either, the work waits for the converger.
     pub auctioneer_url: Option<String>,
-    /// The largest request body accepted.
+    /// The largest request body accepted (the auction policy routes accept
+    /// [`MAX_POLICY_BODY_BYTES`]: components are large).
     pub max_body_bytes: usize,
     /// A PENDING task is failed after it was rejected this many times.
     pub max_task_retries: i32,
     pub restart_policy: RestartPolicy,
     /// Timeout of calls to reps, the auctioneer and completion callbacks.
     pub http_timeout: Duration,
+    /// When convergence acts on stale records.
+    pub convergence: ConvergenceConfig,
 }
 
 impl Default for Config {
@@ -55,6 +63,7 @@ impl Default for Config {
             max_task_retries: 3,
             restart_policy: RestartPolicy::default(),
             http_timeout: Duration::from_secs(10),
+            convergence: ConvergenceConfig::default(),
         }
     }
 }
@@ -91,7 +100,11 @@ impl Bbs {
         config: Config,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        let external = external::External::new(config.auctioneer_url.clone(), config.http_timeout);
+        let external = external::External::new(
+            config.auctioneer_url.clone(),
+            config.http_timeout,
+            store.clone(),
+        );
         Arc::new(Self {
             db: db::Db::new(store),
             config,

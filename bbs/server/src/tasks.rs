@@ -44,7 +44,11 @@ impl Bbs {
             .ok_or_else(|| BbsError::not_found(format!("task {task_guid:?} not found")))
     }
 
-    async fn replace_task(&self, before: &Versioned<Task>, after: &Task) -> BbsResult<bool> {
+    pub(crate) async fn replace_task(
+        &self,
+        before: &Versioned<Task>,
+        after: &Task,
+    ) -> BbsResult<bool> {
         let key = keys::task(&after.task_guid);
         self.db
             .commit(
@@ -248,7 +252,7 @@ impl Bbs {
     }
 
     /// A task just completed: if it has a callback URL, resolve it in the background.
-    fn after_completion(self: &std::sync::Arc<Self>, task: Task) {
+    pub(crate) fn after_completion(self: &std::sync::Arc<Self>, task: Task) {
         if task.task_definition.completion_callback_url.is_empty() {
             return;
         }
@@ -295,7 +299,7 @@ impl Bbs {
     }
 }
 
-fn completed(task: &Task, failed: bool, reason: &str, result: &str) -> Task {
+pub(crate) fn completed(task: &Task, failed: bool, reason: &str, result: &str) -> Task {
     let now = now();
     let mut after = task.clone();
     after.state = TaskState::Completed;

@@ -5,11 +5,13 @@
 
 mod actual_lrps;
 mod bad_input;
+mod convergence;
 mod desired_lrps;
 mod evacuation;
 mod events;
 mod leases;
 mod openapi;
+mod policy;
 mod tasks;
 
 use std::net::SocketAddr;
