@@ -21,6 +21,9 @@ pub enum StreamArg {
 
 /// The documented exit code for an error.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<crate::policy::Refused>().is_some() {
+        return 4;
+    }
     match error.downcast_ref::<ClientError>() {
         Some(ClientError::Transport { .. }) => 12,
         Some(e) if e.kind() == Some(ErrorType::ResourceNotFound) => 3,

@@ -1,13 +1,17 @@
 //! `diego`: one binary for every role of the platform and for the commands people type.
 //!
-//! Exit codes: 0 ok · 1 error · 2 usage · 3 not found · 12 BBS unreachable · 130 interrupted.
+//! Exit codes: 0 ok · 1 error · 2 usage · 3 not found · 4 refused (a policy) · 12 BBS unreachable ·
+//! 130 interrupted.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod brain;
+mod cell;
 mod commands;
+mod policy;
 mod roles;
 
 #[derive(Debug, Parser)]
@@ -38,6 +42,12 @@ enum Command {
     Dev(roles::DevArgs),
     /// Run the BBS role.
     Bbs(roles::BbsArgs),
+    /// Run a cell: the rep, the executor and the container backend (needs root).
+    Cell(cell::CellArgs),
+    /// Run the brain: the auctioneer and the converger (one active at a time, by lock).
+    Brain(brain::BrainArgs),
+    /// See and swap the auction policy at run time.
+    Policy(policy::PolicyArgs),
     /// List desired LRPs (one JSON record per line).
     DesiredLrps {
         #[arg(long, default_value = "")]
@@ -93,6 +103,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Containers are started by diego-garden's init helper. The cell links it to this binary
+    // (see `cell::init_helper`), so one installed `diego` is the whole platform. It must run
+    // before anything starts a thread: it unshares namespaces.
+    if let Some(code) = cell::run_as_init_helper() {
+        return code;
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -124,6 +140,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => roles::dev(args).await,
         Command::Bbs(args) => roles::bbs(args).await,
+        Command::Cell(args) => cell::run(&cli.bbs_url, args).await,
+        Command::Brain(args) => brain::run(&cli.bbs_url, args).await,
+        Command::Policy(args) => policy::run(&bbs, args).await,
         Command::DesiredLrps { domain } => commands::desired_lrps(&bbs, domain).await,
         Command::ActualLrps {
             domain,

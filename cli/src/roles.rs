@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use diego_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +27,26 @@ pub struct BbsArgs {
     /// Address the API listens on.
     #[arg(long, default_value = "127.0.0.1:8889")]
     listen: SocketAddr,
-    /// The auctioneer to send placement requests to.
+    /// The auctioneer to send placement requests to (default: the active brain, found
+    /// through its lock).
     #[arg(long, env = "DIEGO_AUCTIONEER_URL")]
     auctioneer_url: Option<String>,
+    #[command(flatten)]
+    tuning: BbsTuning,
+}
+
+/// How the BBS restarts crashed instances.
+#[derive(Debug, clap::Args)]
+pub struct BbsTuning {
+    /// The first crash backoff step, doubled per crash after the third (Diego: 30 s).
+    #[arg(long, default_value = "30s", value_parser = crate::cell::parse_duration)]
+    crash_backoff_min: std::time::Duration,
+}
+
+impl BbsTuning {
+    fn apply(&self, config: &mut diego_bbs::Config) {
+        config.restart_policy.backoff_min = self.crash_backoff_min;
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +59,17 @@ pub struct DevArgs {
     /// Keep the data directory when stopping (default: a fresh temporary one each run).
     #[arg(long)]
     persist: bool,
+    /// How many cells to run (each needs root: containers).
+    #[arg(long, default_value_t = 1)]
+    cells: usize,
+    /// Memory of each cell.
+    #[arg(long, default_value_t = 4096)]
+    cell_memory_mb: i32,
+    /// Extra preloaded root filesystems, NAME=DIR (`cflinuxfs4` is made or found for you).
+    #[arg(long = "rootfs", value_parser = crate::cell::parse_rootfs)]
+    rootfs: Vec<(String, PathBuf)>,
+    #[command(flatten)]
+    tuning: BbsTuning,
 }
 
 /// Opens the store the flags name: etcd if given, else the embedded store in `data_dir`.
@@ -64,7 +94,8 @@ async fn open_store(
     Ok(store)
 }
 
-fn shutdown_on_signal() -> CancellationToken {
+/// A token cancelled on SIGTERM or ctrl-c.
+pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
@@ -97,11 +128,12 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("/var/lib/diego/bbs"));
     let store = open_store(&args.store, &data_dir).await?;
-    let config = diego_bbs::Config {
+    let mut config = diego_bbs::Config {
         listen: args.listen,
         auctioneer_url: args.auctioneer_url,
         ..Default::default()
     };
+    args.tuning.apply(&mut config);
     diego_bbs::run(store, config, shutdown_on_signal())
         .await
         .context("the BBS stopped")
@@ -120,7 +152,23 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             temp.path().to_path_buf()
         }
     };
-    let store = open_store(&args.store, &data_dir).await?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let cells = if root { args.cells } else { 0 };
+    if args.cells > 0 && !root {
+        eprintln!(
+            "warning: cells run containers and need root; running the BBS and the brain only"
+        );
+    }
+    // The stack rootfs `preloaded:cflinuxfs4` names: made on the first run (debootstrap, a few
+    // minutes, progress below), cached after.
+    let mut rootfs = args.rootfs.clone();
+    if cells > 0 && !rootfs.iter().any(|(name, _)| name == "cflinuxfs4") {
+        eprintln!("preparing the stack rootfs for preloaded:cflinuxfs4 (cached after the first run)");
+        rootfs.push(("cflinuxfs4".into(), crate::cell::stack_rootfs().await?));
+    }
+
+    let store = open_store(&args.store, &data_dir.join("bbs")).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| {
@@ -129,25 +177,97 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 args.listen
             )
         })?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let bbs_addr = listener.local_addr()?;
+    let url = format!("http://{bbs_addr}");
+    let shutdown = shutdown_on_signal();
+    let mut bbs_config = diego_bbs::Config {
+        listen: bbs_addr,
+        ..Default::default()
+    };
+    args.tuning.apply(&mut bbs_config);
+    let bbs = tokio::spawn(diego_bbs::serve(
+        listener,
+        store,
+        bbs_config,
+        shutdown.clone(),
+    ));
+
+    // The brain on the next port, with dev-sized intervals.
+    let brain_addr = std::net::SocketAddr::new(bbs_addr.ip(), bbs_addr.port() + 1);
+    let brain_args = brain_args(&[
+        "--listen",
+        &brain_addr.to_string(),
+        "--lock-ttl",
+        "5s",
+        "--convergence-interval",
+        "5s",
+    ])?;
+    let brain_url = url.clone();
+    let brain = tokio::spawn(async move { crate::brain::run(&brain_url, brain_args).await });
+
+    let mut cell_tasks = Vec::new();
+    for i in 0..cells {
+        let cell = crate::cell::CellArgs {
+            cell_id: format!("cell-{i}"),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 10 + i as u8], 0)),
+            zone: "z1".into(),
+            data_dir: data_dir.join(format!("cell-{i}")),
+            memory_mb: args.cell_memory_mb,
+            disk_mb: 16384,
+            max_containers: 250,
+            rootfs: rootfs.clone(),
+            placement_tags: Vec::new(),
+            optional_placement_tags: Vec::new(),
+            presence_ttl: Duration::from_secs(5),
+            sync_interval: Duration::from_secs(10),
+            liveness_interval: Duration::from_secs(5),
+            evacuation_timeout: Duration::from_secs(10),
+            cleanup: false,
+        };
+        let config = cell.rep_config(&url)?;
+        let token = shutdown.clone();
+        cell_tasks.push(tokio::spawn(async move { diego_rep::run(config, token).await }));
+    }
     eprintln!(
-        "\ndiego dev {version}\n  BBS      {url}   (OpenAPI: {url}/v1/openapi.json)\n  store    {store}\n\nTry:\n  diego desire-lrp examples/lrp.json\n  diego actual-lrps\n  diego events --stream lrps\n",
+        "\ndiego dev {version}\n  BBS      {url}   (OpenAPI: {url}/v1/openapi.json)\n  brain    http://{brain_addr}\n  cells    {cells}{rootfs_note}\n  store    {store}\n\nTry:\n  diego desire-lrp examples/lrp.json\n  diego actual-lrps\n  diego desire-task examples/task.json && diego tasks\n  diego policy get\n",
         version = env!("CARGO_PKG_VERSION"),
+        rootfs_note = if cells > 0 {
+            format!(
+                " (rootfs: {})",
+                rootfs.iter().map(|(n, _)| format!("preloaded:{n}")).collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            " (not root: no containers)".into()
+        },
         store = if args.store.etcd.is_empty() {
-            format!("embedded, {}", data_dir.display())
+            format!("embedded, {}", data_dir.join("bbs").display())
         } else {
             format!("etcd {}", args.store.etcd.join(","))
         },
     );
-    diego_bbs::serve(
-        listener,
-        store,
-        diego_bbs::Config {
-            listen: args.listen,
-            ..Default::default()
-        },
-        shutdown_on_signal(),
-    )
-    .await
-    .context("the BBS stopped")
+    for task in cell_tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "a cell stopped"),
+            Err(e) => tracing::error!(error = %e, "a cell panicked"),
+        }
+    }
+    shutdown.cancelled().await;
+    brain.abort();
+    bbs.await
+        .context("the BBS task failed")?
+        .context("the BBS stopped")
+}
+
+/// The brain's flags as `diego brain` would parse them.
+fn brain_args(flags: &[&str]) -> anyhow::Result<crate::brain::BrainArgs> {
+    use clap::Parser as _;
+    #[derive(Debug, clap::Parser)]
+    struct Brain {
+        #[command(flatten)]
+        brain: crate::brain::BrainArgs,
+    }
+    let parsed = Brain::try_parse_from(std::iter::once("brain").chain(flags.iter().copied()))
+        .context("bad brain settings")?;
+    Ok(parsed.brain)
 }

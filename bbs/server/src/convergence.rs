@@ -259,18 +259,29 @@ impl Bbs {
         self.converge_tasks(&cells, &mut response, &mut missing_cells)
             .await?;
         response.missing_cells = missing_cells.into_iter().collect();
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis(),
-            lrps_auctioned = response.lrps_auctioned,
-            lrps_created = response.lrps_created,
-            lrps_retired = response.lrps_retired,
-            lrps_suspected = response.lrps_suspected,
-            tasks_kicked = response.tasks_kicked,
-            tasks_pruned = response.tasks_pruned,
-            callbacks_retried = response.callbacks_retried,
-            missing_cells = ?response.missing_cells,
-            "convergence pass done"
-        );
+        // A pass that repaired nothing is routine: keep it out of the info log.
+        let level_info = response != ConvergeResponse::default();
+        macro_rules! report {
+            ($level:ident) => {
+                tracing::$level!(
+                    elapsed_ms = started.elapsed().as_millis(),
+                    lrps_auctioned = response.lrps_auctioned,
+                    lrps_created = response.lrps_created,
+                    lrps_retired = response.lrps_retired,
+                    lrps_suspected = response.lrps_suspected,
+                    tasks_kicked = response.tasks_kicked,
+                    tasks_pruned = response.tasks_pruned,
+                    callbacks_retried = response.callbacks_retried,
+                    missing_cells = ?response.missing_cells,
+                    "convergence pass done"
+                )
+            };
+        }
+        if level_info {
+            report!(info);
+        } else {
+            report!(debug);
+        }
         Ok(response)
     }
 

@@ -10,10 +10,12 @@
 //! [`push_test_image`] builds an OCI image with `umoci` and pushes it there with `skopeo`.
 
 pub mod etcd;
+pub mod platform;
 pub mod registry;
 pub mod root;
 
 pub use etcd::{EtcdCluster, EtcdServer, etcd_binary, free_port};
+pub use platform::{Platform, PlatformConfig, Proc};
 pub use registry::{
     ImageFile, ImageSpec, PushedImage, Registry, copy_as_docker_v2s2, push_test_image,
     registry_tools,
