@@ -2,8 +2,8 @@
 //!
 //! Prints medians of: instantiation (fresh store + instance from the InstancePre, pooling),
 //! call overhead (an empty `place` on a warm instance), and policy scoring for batches of
-//! N cells × M LRP instances — native, Wasm end to end (convert + instantiate + lower + score +
-//! lift), and the conversion alone — with the Wasm/native ratio. A program, not a test: it
+//! N cells × M LRP instances — native, Wasm end to end (encode to the wire bytes + instantiate +
+//! copy in + score + lift), and the encoding alone — with the Wasm/native ratio. A program, not a test: it
 //! asserts nothing about speed.
 //!
 //! Run: `cargo bench -p diego-host --bench policy-bench` (release build).
@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:<16} {:>10} {:>11} {:>10} {:>11} {:>8} {:>7} {:>7}",
-        "", "", "end to end", "convert", "instance", "", "native", "native"
+        "", "", "end to end", "encode", "instance", "", "native", "native"
     );
     for (cells, works, iterations) in [(1000, 10, 400), (1000, 100, 200), (5000, 20, 60)] {
         let batch = random_batch(42, Shape::uniform(cells, works));
@@ -116,7 +116,14 @@ fn main() -> anyhow::Result<()> {
             .count();
         let native = time(iterations, || place_classic(&batch));
         let wasm = time(iterations, || policy.place(&batch));
-        let convert = time(iterations, || bench::convert(&batch));
+        // Into a reused buffer, as `place` encodes (a fresh multi-MiB buffer per call would
+        // time the allocator's page faults, not the encoding).
+        let mut buffer = Vec::new();
+        let convert = time(iterations, || {
+            buffer.clear();
+            diego_auction_scoring::wire::encode_into(&batch, &mut buffer);
+            buffer.len()
+        });
         let warm = median(bench::warm_place(
             &policy,
             &bench::convert(&batch),

@@ -18,7 +18,7 @@ pub enum LoadError {
     Compile(String),
     #[error(
         "component exports {found}, but this host supports {supported}: rebuild the plug-in \
-         against diego-plugin-sdk for {supported} (unknown WIT version)"
+         against diego-plugin-sdk for {supported} (this host does not speak that WIT version)"
     )]
     UnknownVersion { found: String, supported: String },
     #[error(

@@ -1,7 +1,8 @@
 //! diego's WebAssembly plug-in host: the only crate that imports wasmtime.
 //!
 //! Plug-ins are components built against the WIT in `plugin-sdk/wit/`:
-//! `diego:auction@0.1.0` (world `auction-policy`) and `diego:lifecycle@0.1.0` (world
+//! `diego:auction@0.2.0` (world `auction-policy`; the batch crosses as one byte list, see
+//! [`scoring::wire`]) and `diego:lifecycle@0.1.0` (world
 //! `lifecycle`). The host
 //!
 //! - loads a component ([`Host::load_policy`], [`Host::load_lifecycle`]): size cap, sha256,
@@ -50,5 +51,5 @@ pub use store::{Limits, LogLine};
 pub use diego_auction_scoring as scoring;
 
 /// The WIT versions this host implements, per world (`package@version`).
-pub const AUCTION_WIT: &str = "diego:auction@0.1.0";
+pub const AUCTION_WIT: &str = "diego:auction@0.2.0";
 pub const LIFECYCLE_WIT: &str = "diego:lifecycle@0.1.0";

@@ -16,7 +16,7 @@ pub struct ComponentInfo {
     /// Hex sha256 of the `.wasm` bytes.
     pub sha256: String,
     pub size: u64,
-    /// The versioned interface the component exports, e.g. `diego:auction/policy@0.1.0`.
+    /// The versioned interface the component exports, e.g. `diego:auction/policy@0.2.0`.
     pub export: String,
     /// Whether the precompiled form came from the cache (no compilation).
     pub from_cache: bool,

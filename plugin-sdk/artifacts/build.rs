@@ -24,6 +24,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("TEST_RECURSER", "diego_test_guest_recurser"),
     ("TEST_INVALID", "diego_test_guest_invalid"),
     ("TEST_MAJOR9", "diego_test_guest_major9"),
+    ("TEST_AUCTION01", "diego_test_guest_auction01"),
     ("TEST_LIFECYCLE_FAULTY", "diego_test_guest_lifecycle_faulty"),
 ];
 
@@ -73,6 +74,14 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // Start guests with 4 MiB of linear memory (rustc's default is the 1 MiB stack plus
+    // data): a 5,000-cell auction batch then fits without `memory.grow`, each of which costs
+    // the host an `mprotect` on every fresh instance. Untouched pages cost nothing (the pool
+    // resets only dirtied pages), and per-call memory caps are far above this.
+    cmd.env(
+        "CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS",
+        "-C link-arg=--initial-memory=4194304",
+    );
     let output = cmd
         .output()
         .expect("could not run cargo to build the Wasm guests");

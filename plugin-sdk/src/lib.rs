@@ -6,7 +6,7 @@
 //!
 //! - **Auction policy** (feature `policy`): implement [`Policy`] on plain Rust data
 //!   ([`scoring::Batch`] in, one [`scoring::Outcome`] per work item out) and call
-//!   [`export_policy!`]. The interned WIT batch is converted for you, and the same code runs
+//!   [`export_policy!`]. The batch's wire bytes are decoded for you, and the same code runs
 //!   natively in `cargo test`.
 //! - **Lifecycle** (feature `lifecycle`): implement [`lifecycle::Guest`] (describe, stage,
 //!   resume-staging, launch, healthcheck), build action plans with [`plan::PlanBuilder`], log
@@ -64,7 +64,8 @@ pub use policy::{Policy, PolicyInfo};
 #[cfg(feature = "policy")]
 pub use diego_auction_scoring as scoring;
 
-/// The raw `diego:auction/policy` WIT types, for policies that want to skip the conversion.
+/// The raw `diego:auction/policy` WIT types, for policies that want to read the batch's bytes
+/// themselves (layout: `scoring::wire`).
 #[cfg(feature = "policy")]
 pub mod auction {
     pub use crate::__auction_bindings::exports::diego::auction::policy::*;
@@ -85,7 +86,7 @@ macro_rules! export_policy {
                 $crate::__policy_glue::describe::<$ty>()
             }
 
-            fn place(batch: $crate::auction::Batch) -> ::std::vec::Vec<$crate::auction::Outcome> {
+            fn place(batch: ::std::vec::Vec<u8>) -> ::std::vec::Vec<$crate::auction::Outcome> {
                 $crate::__policy_glue::place::<$ty>(batch)
             }
         }

@@ -28,6 +28,14 @@ pub trait Policy {
     /// One outcome per `batch.works` item, in that order. Account for the capacity your own
     /// earlier placements use (see `diego_auction_scoring::place` for the reference loop).
     fn place(batch: &s::Batch) -> Vec<s::Outcome>;
+
+    /// The batch as it crossed the boundary (layout: `diego_auction_scoring::wire`). The
+    /// default decodes it and calls [`Policy::place`]; override it to read the bytes in place
+    /// (the shipped policies call `diego_auction_scoring::wire::place`, which skips building
+    /// the decoded copy). An error becomes a guest panic, which the host reports as a fault.
+    fn place_bytes(batch: &[u8]) -> Result<Vec<s::Outcome>, s::wire::DecodeError> {
+        s::wire::decode(batch).map(|b| Self::place(&b))
+    }
 }
 
 #[doc(hidden)]
@@ -44,94 +52,13 @@ pub mod glue {
         }
     }
 
-    pub fn place<P: Policy>(batch: w::Batch) -> Vec<w::Outcome> {
-        let batch = from_wit(batch);
-        P::place(&batch).into_iter().map(to_wit).collect()
-    }
-
-    fn resources(r: w::Resources) -> s::Resources {
-        s::Resources {
-            memory_mb: r.memory_mb,
-            disk_mb: r.disk_mb,
-            containers: r.containers,
-        }
-    }
-
-    /// Moves the lifted WIT batch into the scoring model (lists are moved, not copied).
-    pub fn from_wit(b: w::Batch) -> s::Batch {
-        s::Batch {
-            strings: b.strings,
-            settings: s::Settings {
-                starting_container_weight: b.settings.starting_container_weight,
-                bin_pack_first_fit_weight: b.settings.bin_pack_first_fit_weight,
-                starting_container_count_maximum: b.settings.starting_container_count_maximum,
-            },
-            id_sets: b.id_sets,
-            rootfs_provider_sets: b
-                .rootfs_provider_sets
-                .into_iter()
-                .map(|set| {
-                    set.into_iter()
-                        .map(|p| s::RootfsProvider {
-                            scheme: p.scheme,
-                            stacks: p.stacks,
-                        })
-                        .collect()
-                })
-                .collect(),
-            cells: b
-                .cells
-                .into_iter()
-                .map(|c| s::Cell {
-                    zone: c.zone,
-                    index: c.index,
-                    total: resources(c.total),
-                    available: resources(c.available),
-                    starting_containers: c.starting_containers,
-                    proxy_memory_mb: c.proxy_memory_mb,
-                    rootfs_providers: c.rootfs_providers,
-                    volume_drivers: c.volume_drivers,
-                    placement_tags: c.placement_tags,
-                    optional_placement_tags: c.optional_placement_tags,
-                    evacuating: c.evacuating,
-                    tasks: c.tasks,
-                })
-                .collect(),
-            process_instances: b
-                .process_instances
-                .into_iter()
-                .map(|p| s::ProcessInstances {
-                    cell: p.cell,
-                    process_guid: p.process_guid,
-                    count: p.count,
-                })
-                .collect(),
-            works: b
-                .works
-                .into_iter()
-                .map(|w| s::Work {
-                    kind: match w.kind {
-                        w::WorkKind::Lrp(l) => s::WorkKind::Lrp {
-                            process_guid: l.process_guid,
-                            index: l.index,
-                            domain: l.domain,
-                        },
-                        w::WorkKind::Task(t) => s::WorkKind::Task {
-                            task_guid: t.task_guid,
-                            domain: t.domain,
-                        },
-                    },
-                    memory_mb: w.memory_mb,
-                    disk_mb: w.disk_mb,
-                    max_pids: w.max_pids,
-                    rootfs: s::Rootfs {
-                        scheme: w.rootfs.scheme,
-                        name: w.rootfs.name,
-                    },
-                    volume_drivers: w.volume_drivers,
-                    placement_tags: w.placement_tags,
-                })
-                .collect(),
+    pub fn place<P: Policy>(batch: Vec<u8>) -> Vec<w::Outcome> {
+        // The host encodes with the same `wire` code, so a decode error means a host/guest
+        // layout mismatch: panicking makes it a fault with this message, and the host falls
+        // back to its native policy.
+        match P::place_bytes(&batch) {
+            Ok(outcomes) => outcomes.into_iter().map(to_wit).collect(),
+            Err(e) => panic!("{e}"),
         }
     }
 

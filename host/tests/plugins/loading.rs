@@ -14,7 +14,20 @@ fn an_unknown_major_is_refused_with_a_clear_message() {
     assert!(matches!(err, LoadError::UnknownVersion { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains("diego:auction/policy@9.0.0"), "{message}");
-    assert!(message.contains("diego:auction/policy@0.1.x"), "{message}");
+    assert!(message.contains("diego:auction/policy@0.2.x"), "{message}");
+}
+
+#[test]
+fn the_previous_auction_major_is_refused_with_a_rebuild_hint() {
+    let (host, _dir) = host();
+    let err = host
+        .load_policy(&wasm(artifacts::TEST_AUCTION01))
+        .expect_err("0.1 is the previous major");
+    assert!(matches!(err, LoadError::UnknownVersion { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("diego:auction/policy@0.1.0"), "{message}");
+    assert!(message.contains("diego:auction/policy@0.2.x"), "{message}");
+    assert!(message.contains("rebuild"), "{message}");
 }
 
 #[test]

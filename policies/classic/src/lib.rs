@@ -1,7 +1,8 @@
 //! Diego's classic auction scoring, the platform's default policy. The same code
 //! (`diego-auction-scoring`) is the host's native fallback, so both answer identically.
 
-use diego_auction_scoring::{Batch, Outcome, place_classic};
+use diego_auction_scoring::wire::{self, DecodeError};
+use diego_auction_scoring::{Batch, Outcome, Strategy, place_classic};
 use diego_plugin_sdk::{Policy, PolicyInfo, export_policy};
 
 struct Classic;
@@ -17,6 +18,11 @@ impl Policy for Classic {
 
     fn place(batch: &Batch) -> Vec<Outcome> {
         place_classic(batch)
+    }
+
+    /// Scores straight from the wire bytes: same answers as `place`, without the decoded copy.
+    fn place_bytes(batch: &[u8]) -> Result<Vec<Outcome>, DecodeError> {
+        wire::place(batch, Strategy::Classic)
     }
 }
 

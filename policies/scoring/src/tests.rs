@@ -281,3 +281,110 @@ fn validation_catches_overcommit_and_bad_cells() {
         Err(InvalidPlacement::WrongLength { .. })
     ));
 }
+
+/// Shapes that exercise every filter, zone tie groups, evacuation, tasks, bin-pack and the
+/// in-flight cap (from `random_batch`'s constraint variety), plus uniform ones.
+fn oracle_shapes() -> Vec<Shape> {
+    let mut shapes = vec![Shape::uniform(50, 40), Shape::uniform(7, 30)];
+    for (cells, works, zones, processes) in [(30, 60, 3, 8), (12, 40, 5, 3), (3, 10, 1, 2)] {
+        for used_percent in [20, 60, 95] {
+            shapes.push(Shape {
+                cells,
+                works,
+                zones,
+                processes,
+                task_percent: 25,
+                constraints: true,
+                used_percent,
+            });
+        }
+    }
+    shapes
+}
+
+#[test]
+fn placement_equals_the_reference_implementation() {
+    let mut placed = 0;
+    let mut failed = 0;
+    for (s, shape) in oracle_shapes().into_iter().enumerate() {
+        for seed in 0..60 {
+            let batch = random_batch(seed * 31 + s as u64, shape);
+            for strategy in [Strategy::Classic, Strategy::Binpack, Strategy::Spread] {
+                let out = place(&batch, strategy);
+                assert_eq!(
+                    out,
+                    reference::place(&batch, strategy),
+                    "seed {seed} shape {shape:?} {strategy:?}"
+                );
+                for o in &out {
+                    match o {
+                        Outcome::Placed(_) => placed += 1,
+                        Outcome::Failed(_) => failed += 1,
+                    }
+                }
+            }
+        }
+    }
+    // The oracle only means something if both branches are well exercised.
+    assert!(
+        placed > 1000 && failed > 1000,
+        "{placed} placed, {failed} failed"
+    );
+}
+
+#[test]
+fn wire_round_trips_every_field() {
+    for (s, shape) in oracle_shapes().into_iter().enumerate() {
+        let mut batch = random_batch(s as u64, shape);
+        batch.settings.bin_pack_first_fit_weight = 0.1;
+        batch.settings.starting_container_count_maximum = 7;
+        batch.strings.push("ünïcode ✓".to_owned());
+        let bytes = wire::encode(&batch);
+        assert_eq!(bytes.len(), wire::encoded_len(&batch));
+        assert_eq!(wire::decode(&bytes), Ok(batch), "shape {shape:?}");
+    }
+    assert_eq!(
+        wire::decode(&wire::encode(&Batch::default())),
+        Ok(Batch::default())
+    );
+}
+
+#[test]
+fn wire_refuses_malformed_bytes() {
+    let batch = random_batch(3, oracle_shapes()[2]);
+    let bytes = wire::encode(&batch);
+    // Every truncation is refused (never a panic, never a partial batch).
+    for cut in 0..bytes.len() {
+        assert!(wire::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(wire::decode(&trailing).is_err());
+    let mut magic = bytes.clone();
+    magic[0] ^= 1;
+    let err = wire::decode(&magic).unwrap_err();
+    assert!(err.to_string().contains("magic"), "{err}");
+    // A huge count is refused before anything is allocated for it.
+    let mut huge = wire::encode(&Batch::default());
+    let strings_count = 4 + 8 + 8 + 4;
+    huge[strings_count..strings_count + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(wire::decode(&huge).is_err());
+}
+
+#[test]
+fn placing_from_the_wire_equals_placing_the_batch() {
+    for (s, shape) in oracle_shapes().into_iter().enumerate() {
+        for seed in 0..20 {
+            let batch = random_batch(seed * 7 + s as u64, shape);
+            let bytes = wire::encode(&batch);
+            for strategy in [Strategy::Classic, Strategy::Binpack, Strategy::Spread] {
+                assert_eq!(
+                    wire::place(&bytes, strategy),
+                    Ok(place(&batch, strategy)),
+                    "seed {seed} shape {shape:?} {strategy:?}"
+                );
+            }
+        }
+    }
+    assert!(wire::place(b"DAB1", Strategy::Classic).is_err());
+}
