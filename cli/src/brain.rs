@@ -34,13 +34,13 @@ pub struct BrainArgs {
     #[arg(long, env = "DIEGO_BRAIN_URL")]
     pub advertise_url: Option<String>,
     /// TTL of the auctioneer lock (e.g. 15s); renewed every third of it.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = crate::cell::parse_duration)]
     pub lock_ttl: Duration,
     /// Between convergence passes (Diego: 30s).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::cell::parse_duration)]
     pub convergence_interval: Duration,
     /// Bound on every call to a cell's rep (Diego's cell_state_timeout).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::cell::parse_duration)]
     pub cell_state_timeout: Duration,
     /// Weight of a cell's starting containers in its score.
     #[arg(long, default_value_t = 0.25)]
@@ -55,23 +55,6 @@ pub struct BrainArgs {
     /// temp dir).
     #[arg(long, env = "DIEGO_BRAIN_POLICY_CACHE")]
     pub policy_cache_dir: Option<PathBuf>,
-}
-
-/// `15s`, `500ms`, `2m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 15s, 500ms, 2m)"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    }
 }
 
 pub async fn run(bbs_url: &str, args: BrainArgs) -> anyhow::Result<()> {
@@ -215,20 +198,5 @@ impl Elector {
                 return false;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3d").is_err());
     }
 }

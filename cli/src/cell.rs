@@ -30,7 +30,9 @@ pub fn run_as_init_helper() -> Option<ExitCode> {
         }
     };
     // The helper's status is the container's or the process's; it fits a u8 by contract.
-    Some(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
+    Some(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
 }
 
 /// A `diego-garden-init` link to this binary under `dir`, made if missing.
@@ -229,11 +231,42 @@ async fn cleanup(config: &diego_rep::Config) -> anyhow::Result<()> {
             eprintln!("cannot destroy container {handle}: {e}");
         }
     }
-    eprintln!("destroyed {} container(s) of {}", handles.len(), config.cell_id);
+    eprintln!(
+        "destroyed {} container(s) of {}",
+        handles.len(),
+        config.cell_id
+    );
     Ok(())
 }
 
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn rootfs_flags_are_name_equals_dir() {
+        assert_eq!(
+            parse_rootfs("cflinuxfs4=/srv/stack"),
+            Ok(("cflinuxfs4".to_string(), PathBuf::from("/srv/stack")))
+        );
+        assert!(parse_rootfs("cflinuxfs4").is_err());
+        assert!(parse_rootfs("=/srv").is_err());
+    }
 }

@@ -74,7 +74,7 @@ pub async fn run(bbs: &BbsClient, args: PolicyArgs) -> anyhow::Result<()> {
         PolicyCommand::Try { policy } => {
             let choice = choice(&policy)?;
             let report: TryReport =
-                post(&http, &format!("{brain}/v1/policy/try", ), &choice).await?;
+                post(&http, &format!("{brain}/v1/policy/try",), &choice).await?;
             print_try(&report);
         }
     }
@@ -113,7 +113,15 @@ fn short(sha: &str) -> &str {
 
 fn print_status(s: &PolicyStatus) {
     let kind = if s.builtin { "built-in" } else { "component" };
-    println!("policy:       {} ({kind}{})", s.name, if s.sha256.is_empty() { String::new() } else { format!(", sha256 {}", short(&s.sha256)) });
+    println!(
+        "policy:       {} ({kind}{})",
+        s.name,
+        if s.sha256.is_empty() {
+            String::new()
+        } else {
+            format!(", sha256 {}", short(&s.sha256))
+        }
+    );
     println!("placing with: {}", s.placing_with);
     println!("fallbacks:    {}", s.fallbacks);
     if let Some(fault) = &s.last_fault {
@@ -184,7 +192,10 @@ async fn post<T: DeserializeOwned>(
 
 async fn decode<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> anyhow::Result<T> {
     let status = response.status();
-    let body = response.bytes().await.context("the brain's answer broke off")?;
+    let body = response
+        .bytes()
+        .await
+        .context("the brain's answer broke off")?;
     if status.is_client_error() {
         let message = serde_json::from_slice::<diego_model::requests::ErrorResponse>(&body)
             .map(|e| e.error.message)
@@ -192,7 +203,10 @@ async fn decode<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> 
         return Err(Refused(message).into());
     }
     if !status.is_success() {
-        bail!("{url} answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))
 }

@@ -164,7 +164,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     // minutes, progress below), cached after.
     let mut rootfs = args.rootfs.clone();
     if cells > 0 && !rootfs.iter().any(|(name, _)| name == "cflinuxfs4") {
-        eprintln!("preparing the stack rootfs for preloaded:cflinuxfs4 (cached after the first run)");
+        eprintln!(
+            "preparing the stack rootfs for preloaded:cflinuxfs4 (cached after the first run)"
+        );
         rootfs.push(("cflinuxfs4".into(), crate::cell::stack_rootfs().await?));
     }
 
@@ -226,7 +228,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         };
         let config = cell.rep_config(&url)?;
         let token = shutdown.clone();
-        cell_tasks.push(tokio::spawn(async move { diego_rep::run(config, token).await }));
+        cell_tasks.push(tokio::spawn(
+            async move { diego_rep::run(config, token).await },
+        ));
     }
     eprintln!(
         "\ndiego dev {version}\n  BBS      {url}   (OpenAPI: {url}/v1/openapi.json)\n  brain    http://{brain_addr}\n  cells    {cells}{rootfs_note}\n  store    {store}\n\nTry:\n  diego desire-lrp examples/lrp.json\n  diego actual-lrps\n  diego desire-task examples/task.json && diego tasks\n  diego policy get\n",
@@ -234,7 +238,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         rootfs_note = if cells > 0 {
             format!(
                 " (rootfs: {})",
-                rootfs.iter().map(|(n, _)| format!("preloaded:{n}")).collect::<Vec<_>>().join(", ")
+                rootfs
+                    .iter()
+                    .map(|(n, _)| format!("preloaded:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
             " (not root: no containers)".into()

@@ -21,7 +21,10 @@ use diego_testkit::{Platform, PlatformConfig};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
-#[command(name = "cell-loss-bench", about = "Time from kill -9 of a cell to all its instances running elsewhere")]
+#[command(
+    name = "cell-loss-bench",
+    about = "Time from kill -9 of a cell to all its instances running elsewhere"
+)]
 struct Args {
     /// The `diego` binary (default: next to this program).
     #[arg(long)]
@@ -46,7 +49,11 @@ fn main() -> Result<()> {
             .context("no parent directory")?
             .join("diego"),
     };
-    ensure!(diego.exists(), "no diego binary at {} (build it, or pass --diego)", diego.display());
+    ensure!(
+        diego.exists(),
+        "no diego binary at {} (build it, or pass --diego)",
+        diego.display()
+    );
     let rootfs = diego_testkit::root::busybox_rootfs();
     let mut p = Platform::start(
         &diego,
@@ -80,15 +87,23 @@ fn main() -> Result<()> {
             .context("the victim is not one of ours")?;
         let killed = Instant::now();
         p.cells[i].kill9();
-        wait_all(&p, &guid, args.instances, Some(&victim), Duration::from_secs(120))?;
+        wait_all(
+            &p,
+            &guid,
+            args.instances,
+            Some(&victim),
+            Duration::from_secs(120),
+        )?;
         let took = killed.elapsed();
         println!("round {round}: {:.2} s", took.as_secs_f64());
         times.push(took);
         p.diego_ok(&["remove-lrp", &guid])?;
         p.start_cell(i)?;
-        p.wait_for("the restarted cell's presence", Duration::from_secs(60), |p| {
-            Ok(p.cell_ids_present()?.contains(&victim))
-        })?;
+        p.wait_for(
+            "the restarted cell's presence",
+            Duration::from_secs(60),
+            |p| Ok(p.cell_ids_present()?.contains(&victim)),
+        )?;
     }
     times.sort();
     let median = times[times.len() / 2];
@@ -103,7 +118,13 @@ fn main() -> Result<()> {
 }
 
 /// Waits until `n` ORDINARY instances are RUNNING (none on `not_on`) and each answers HTTP.
-fn wait_all(p: &Platform, guid: &str, n: usize, not_on: Option<&str>, timeout: Duration) -> Result<()> {
+fn wait_all(
+    p: &Platform,
+    guid: &str,
+    n: usize,
+    not_on: Option<&str>,
+    timeout: Duration,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         let lrps = p.actual_lrps(guid)?;
@@ -126,7 +147,10 @@ fn wait_all(p: &Platform, guid: &str, n: usize, not_on: Option<&str>, timeout: D
             return Ok(());
         }
         if start.elapsed() > timeout {
-            bail!("{guid}: not all {n} instances up within {timeout:?}\n{}", p.logs());
+            bail!(
+                "{guid}: not all {n} instances up within {timeout:?}\n{}",
+                p.logs()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -42,7 +42,11 @@ fn a_draining_cell_hands_each_instance_over_before_stopping_it() {
     let mut handed_over = vec![false; on_victim.len()];
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while handed_over.iter().any(|h| !h) {
-        assert!(std::time::Instant::now() < deadline, "evacuation did not finish\n{}", p.logs());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "evacuation did not finish\n{}",
+            p.logs()
+        );
         let lrps = p.actual_lrps("evac").unwrap();
         for (k, old) in on_victim.iter().enumerate() {
             if handed_over[k] {
@@ -74,6 +78,11 @@ fn a_draining_cell_hands_each_instance_over_before_stopping_it() {
     wait_running_and_answering(&p, "evac", 2, Duration::from_secs(30));
     assert!(cells_of(&p, "evac").iter().all(|c| *c != victim_id));
     // Its evacuating copies are gone, and so is its presence.
-    assert!(p.actual_lrps("evac").unwrap().iter().all(|a| presence(a) != "EVACUATING"));
+    assert!(
+        p.actual_lrps("evac")
+            .unwrap()
+            .iter()
+            .all(|a| presence(a) != "EVACUATING")
+    );
     assert!(!p.cell_ids_present().unwrap().contains(&victim_id));
 }

@@ -22,7 +22,8 @@ use serde_json::Value;
 /// One platform at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Starts a platform of `cells` cells offering `preloaded:busybox`, or `None` to skip (not root,
@@ -58,7 +59,9 @@ fn web_lrp(process_guid: &str, instances: i32, memory_mb: i32) -> Value {
 
 /// Desires `lrp` through the CLI (`diego desire-lrp -`).
 fn desire(p: &Platform, lrp: &Value) {
-    let file = p.dir().join(format!("{}.json", lrp["process_guid"].as_str().unwrap()));
+    let file = p
+        .dir()
+        .join(format!("{}.json", lrp["process_guid"].as_str().unwrap()));
     std::fs::write(&file, lrp.to_string()).unwrap();
     p.diego_ok(&["desire-lrp", file.to_str().unwrap()]).unwrap();
 }

@@ -21,17 +21,23 @@ fn binpack_then_spread_change_where_new_instances_go() {
         desire(&p, &web_lrp(&format!("packed-{k}"), 1, 64));
         wait_running_and_answering(&p, &format!("packed-{k}"), 1, Duration::from_secs(60));
     }
-    let packed: std::collections::HashSet<String> =
-        (0..3).flat_map(|k| cells_of(&p, &format!("packed-{k}"))).collect();
-    assert_eq!(packed.len(), 1, "binpack puts single instances on one cell: {packed:?}");
+    let packed: std::collections::HashSet<String> = (0..3)
+        .flat_map(|k| cells_of(&p, &format!("packed-{k}")))
+        .collect();
+    assert_eq!(
+        packed.len(),
+        1,
+        "binpack puts single instances on one cell: {packed:?}"
+    );
 
     p.diego_ok(&["policy", "set", "spread"]).unwrap();
     for k in 0..2 {
         desire(&p, &web_lrp(&format!("spread-{k}"), 1, 64));
         wait_running_and_answering(&p, &format!("spread-{k}"), 1, Duration::from_secs(60));
     }
-    let spread: std::collections::HashSet<String> =
-        (0..2).flat_map(|k| cells_of(&p, &format!("spread-{k}"))).collect();
+    let spread: std::collections::HashSet<String> = (0..2)
+        .flat_map(|k| cells_of(&p, &format!("spread-{k}")))
+        .collect();
     assert!(
         spread.is_disjoint(&packed),
         "spread places new instances on the emptier cells: packed {packed:?}, spread {spread:?}"
@@ -49,7 +55,9 @@ fn a_trapping_policy_falls_back_and_try_changes_nothing() {
     assert!(!out.status.success());
     let garbage = p.dir().join("garbage.wasm");
     std::fs::write(&garbage, b"not wasm").unwrap();
-    let out = p.diego(&["policy", "set", garbage.to_str().unwrap()]).unwrap();
+    let out = p
+        .diego(&["policy", "set", garbage.to_str().unwrap()])
+        .unwrap();
     assert!(!out.status.success());
     assert!(
         !String::from_utf8_lossy(&out.stderr).is_empty(),

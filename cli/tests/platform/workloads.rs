@@ -20,7 +20,11 @@ fn six_instances_run_on_three_cells_and_come_back_after_a_cell_is_killed() {
         *m.entry(c).or_default() += 1;
         m
     });
-    assert_eq!(per_cell.len(), 3, "classic spreads 6 instances over 3 cells: {per_cell:?}");
+    assert_eq!(
+        per_cell.len(),
+        3,
+        "classic spreads 6 instances over 3 cells: {per_cell:?}"
+    );
 
     let victim = before[0].clone();
     let i = (0..3).find(|i| p.cell_id(*i) == victim).unwrap();
@@ -28,17 +32,24 @@ fn six_instances_run_on_three_cells_and_come_back_after_a_cell_is_killed() {
     // The killed cell's containers outlive its rep (as on a real machine) and still answer:
     // only instances on the live cells count.
     let took = p
-        .wait_for("6 instances RUNNING and answering on the live cells", Duration::from_secs(60), |p| {
-            let up = running(p, "web");
-            Ok(up.len() == 6
-                && up.iter().all(|a| {
-                    let (address, port) = endpoint(a);
-                    a["cell_id"] != victim.as_str() && answers_http(&address, port)
-                }))
-        })
+        .wait_for(
+            "6 instances RUNNING and answering on the live cells",
+            Duration::from_secs(60),
+            |p| {
+                let up = running(p, "web");
+                Ok(up.len() == 6
+                    && up.iter().all(|a| {
+                        let (address, port) = endpoint(a);
+                        a["cell_id"] != victim.as_str() && answers_http(&address, port)
+                    }))
+            },
+        )
         .unwrap();
     let after: HashSet<String> = cells_of(&p, "web").into_iter().collect();
-    assert!(!after.contains(&victim), "instances still on the killed cell: {after:?}");
+    assert!(
+        !after.contains(&victim),
+        "instances still on the killed cell: {after:?}"
+    );
     eprintln!("all 6 instances RUNNING and answering elsewhere {took:?} after kill -9 of {victim}");
 }
 
@@ -53,28 +64,44 @@ fn a_crashing_instance_follows_the_backoff_schedule() {
     lrp.as_object_mut().unwrap().remove("check_definition");
     desire(&p, &lrp);
     // Three immediate restarts, then CRASHED waiting out the backoff (2 s, 4 s, ...).
-    p.wait_for("crash_count >= 3 and CRASHED", Duration::from_secs(60), |p| {
-        Ok(p.actual_lrps("crasher")?
-            .iter()
-            .any(|a| a["state"] == "CRASHED" && a["crash_count"].as_i64() >= Some(3)))
-    })
+    p.wait_for(
+        "crash_count >= 3 and CRASHED",
+        Duration::from_secs(60),
+        |p| {
+            Ok(p.actual_lrps("crasher")?
+                .iter()
+                .any(|a| a["state"] == "CRASHED" && a["crash_count"].as_i64() >= Some(3)))
+        },
+    )
     .unwrap();
     let a = &p.actual_lrps("crasher").unwrap()[0];
     assert!(
-        a["crash_reason"].as_str().unwrap_or_default().contains("Exited with status 7"),
+        a["crash_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Exited with status 7"),
         "crash reason: {a}"
     );
     assert!(a["since"].as_i64().unwrap_or_default() > 0);
     // No tight loop: the count grows by about one per backoff step, not per second.
-    let count = |p: &Platform| p.actual_lrps("crasher").unwrap()[0]["crash_count"].as_i64().unwrap();
+    let count = |p: &Platform| {
+        p.actual_lrps("crasher").unwrap()[0]["crash_count"]
+            .as_i64()
+            .unwrap()
+    };
     let start = count(&p);
     std::thread::sleep(Duration::from_secs(5));
     let grown = count(&p) - start;
-    assert!(grown <= 2, "crash count grew by {grown} in 5 s with a 2 s backoff step");
+    assert!(
+        grown <= 2,
+        "crash count grew by {grown} in 5 s with a 2 s backoff step"
+    );
     // And it is restarted after the backoff: the count keeps growing.
-    p.wait_for("a restart after the backoff", Duration::from_secs(40), |p| {
-        Ok(count(p) > start)
-    })
+    p.wait_for(
+        "a restart after the backoff",
+        Duration::from_secs(40),
+        |p| Ok(count(p) > start),
+    )
     .unwrap();
 }
 
@@ -100,7 +127,11 @@ fn a_task_completes_with_its_result_and_callback() {
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 if body.len() >= len || n == 0 {
                     let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -125,15 +156,18 @@ fn a_task_completes_with_its_result_and_callback() {
     });
     let file = p.dir().join("task.json");
     std::fs::write(&file, task.to_string()).unwrap();
-    p.diego_ok(&["desire-task", file.to_str().unwrap()]).unwrap();
+    p.diego_ok(&["desire-task", file.to_str().unwrap()])
+        .unwrap();
     let body: serde_json::Value = serde_json::from_str(&received.join().unwrap()).unwrap();
     assert_eq!(body["task_guid"], "answer");
     assert_eq!(body["failed"], false);
     assert_eq!(body["result"].as_str().map(str::trim), Some("42"));
     // The callback resolved it: the BBS deletes the task.
-    p.wait_for("the task deleted after its callback", Duration::from_secs(20), |p| {
-        Ok(p.records(&["tasks"])?.is_empty())
-    })
+    p.wait_for(
+        "the task deleted after its callback",
+        Duration::from_secs(20),
+        |p| Ok(p.records(&["tasks"])?.is_empty()),
+    )
     .unwrap();
 
     // A failing task completes as failed, with Diego's reason; no callback: it stays COMPLETED.
@@ -147,12 +181,16 @@ fn a_task_completes_with_its_result_and_callback() {
         }
     });
     std::fs::write(&file, task.to_string()).unwrap();
-    p.diego_ok(&["desire-task", file.to_str().unwrap()]).unwrap();
+    p.diego_ok(&["desire-task", file.to_str().unwrap()])
+        .unwrap();
     p.wait_for("the failing task COMPLETED", Duration::from_secs(30), |p| {
         Ok(p.records(&["tasks"])?.iter().any(|t| {
             t["state"] == "Completed"
                 && t["failed"] == true
-                && t["failure_reason"].as_str().unwrap_or_default().contains("Exited with status 7")
+                && t["failure_reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Exited with status 7")
         }))
     })
     .unwrap();
@@ -172,7 +210,8 @@ fn placement_errors_are_recorded_and_disturb_nothing_else() {
     p.wait_for("placement errors recorded", Duration::from_secs(30), |p| {
         let a = p.actual_lrps("no-rootfs")?;
         let b = p.actual_lrps("too-big")?;
-        Ok(a.iter().any(|x| x["placement_error"] == "found no compatible cell for required rootfs")
+        Ok(a.iter()
+            .any(|x| x["placement_error"] == "found no compatible cell for required rootfs")
             && b.iter().any(|x| {
                 x["placement_error"]
                     .as_str()

@@ -406,7 +406,10 @@ impl Platform {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{what} did not answer at {url} within 30 s\n{}", self.logs());
+                bail!(
+                    "{what} did not answer at {url} within 30 s\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -421,7 +424,11 @@ impl Drop for Platform {
         // Containers outlive a killed rep (as on a real cell): destroy them.
         for i in 0..self.cells.len() {
             let mut args = self.cell_base_args(i);
-            args.extend(["--listen".into(), format!("{}:0", self.cell_ip(i)), "--cleanup".into()]);
+            args.extend([
+                "--listen".into(),
+                format!("{}:0", self.cell_ip(i)),
+                "--cleanup".into(),
+            ]);
             match Command::new(&self.diego).args(&args).output() {
                 Ok(out) if out.status.success() => {}
                 Ok(out) => eprintln!(
