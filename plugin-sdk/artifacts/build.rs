@@ -21,6 +21,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("TEST_LOOPER", "diego_test_guest_looper"),
     ("TEST_MEMBOMB", "diego_test_guest_membomb"),
     ("TEST_PANICKER", "diego_test_guest_panicker"),
+    ("TEST_TRAPPER", "diego_test_guest_trapper"),
     ("TEST_RECURSER", "diego_test_guest_recurser"),
     ("TEST_INVALID", "diego_test_guest_invalid"),
     ("TEST_MAJOR9", "diego_test_guest_major9"),

@@ -73,12 +73,28 @@ fn a_trapping_policy_falls_back_and_try_changes_nothing() {
     assert!(tried.contains("pending"), "policy try output: {tried}");
     assert!(p.diego_ok(&["policy", "get"]).unwrap().contains("classic"));
 
-    // A policy that passes its canary but traps in production would need a crafted guest;
-    // the panicking test guest is refused at its canary instead, with its reason.
-    let panicker = diego_plugin_artifacts::TEST_PANICKER;
-    let out = p.diego(&["policy", "set", panicker]).unwrap();
-    assert!(!out.status.success(), "a panicking policy must be refused");
+    // A policy that panics on every batch is refused at its canary, with its reason.
+    let out = p
+        .diego(&["policy", "set", diego_plugin_artifacts::TEST_PANICKER])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "a panicking policy is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("policy bug"));
     assert!(p.diego_ok(&["policy", "get"]).unwrap().contains("classic"));
-    desire(&p, &web_lrp("still-placed", 1, 64));
-    wait_running_and_answering(&p, "still-placed", 1, Duration::from_secs(60));
+
+    // One that passes its canaries but traps in production: the batch falls back to the
+    // native classic policy, the work is placed anyway, and `policy get` says so.
+    p.diego_ok(&["policy", "set", diego_plugin_artifacts::TEST_TRAPPER])
+        .unwrap();
+    desire(&p, &web_lrp("trap-app", 1, 64));
+    wait_running_and_answering(&p, "trap-app", 1, Duration::from_secs(60));
+    let status = p.diego_ok(&["policy", "get"]).unwrap();
+    assert!(status.contains("trapper"), "policy get: {status}");
+    assert!(
+        !status.contains("fallbacks:    0"),
+        "the fallback is counted: {status}"
+    );
+    assert!(
+        status.contains("refusing a trap- app"),
+        "the fault's reason is shown: {status}"
+    );
 }
