@@ -187,11 +187,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     args.tuning.apply(&mut bbs_config);
+    // The BBS stops last: cells hand back their work and release their presences through it.
+    let bbs_shutdown = CancellationToken::new();
     let bbs = tokio::spawn(diego_bbs::serve(
         listener,
         store,
         bbs_config,
-        shutdown.clone(),
+        bbs_shutdown.clone(),
     ));
 
     // The brain on the next port, with dev-sized intervals.
@@ -223,7 +225,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             presence_ttl: Duration::from_secs(5),
             sync_interval: Duration::from_secs(10),
             liveness_interval: Duration::from_secs(5),
-            evacuation_timeout: Duration::from_secs(10),
+            // Every dev cell stops at once, so there is nowhere to hand work to: don't wait.
+            evacuation_timeout: Duration::from_secs(2),
             cleanup: false,
         };
         let config = cell.rep_config(&url)?;
@@ -262,6 +265,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     }
     shutdown.cancelled().await;
     brain.abort();
+    bbs_shutdown.cancel();
     bbs.await
         .context("the BBS task failed")?
         .context("the BBS stopped")

@@ -152,7 +152,8 @@ impl Converger {
         let started = std::time::Instant::now();
         match self.bbs.converge().await {
             Ok(r) => {
-                tracing::info!(
+                // The BBS logs a pass that repaired something; here it is routine.
+                tracing::debug!(
                     ?trigger,
                     duration_ms = started.elapsed().as_millis() as u64,
                     lrps_auctioned = r.lrps_auctioned,
