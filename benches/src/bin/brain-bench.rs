@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use diego_auctioneer::{AuctionReport, Auctioneer, AuctioneerConfig, CellClient, CellClients};
-use diego_bbs_client::BbsClient;
 use diego_model::{
     CellCapacity, CellPresence, LrpStartRequest, PlacementConstraint, Provider, Resource,
 };
 use diego_rep_client::{CellState, ContainerState, RepClientError, Resources, Work};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -234,17 +232,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
 
     let dir = tempfile::tempdir().context("temp dir")?;
-    let store = diego_store_redb::EmbeddedStore::open(dir.path().join("bbs.redb")).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let bbs_url = format!("http://{}", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(diego_bbs::serve(
-        listener,
-        store,
-        diego_bbs::Config::default(),
-        shutdown.clone(),
-    ));
-    let bbs = BbsClient::new(&bbs_url);
+    let test_bbs = diego_testkit::TestBbs::start().await?;
+    let bbs = test_bbs.client.clone();
     let presences: Vec<CellPresence> = (0..args.cells).map(|i| presence(i, args.zones)).collect();
     for chunk in presences.chunks(64) {
         let registered =
@@ -334,6 +323,6 @@ async fn main() -> anyhow::Result<()> {
         ws / ns,
         wp / np
     );
-    shutdown.cancel();
+    drop(test_bbs);
     Ok(())
 }

@@ -7,43 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diego_bbs_client::BbsClient;
 use diego_converger::{Converger, ConvergerConfig};
 use diego_model::requests::LockType;
 use diego_model::{CellCapacity, CellPresence};
 use tokio_util::sync::CancellationToken;
 
-struct TestBbs {
-    client: BbsClient,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
+pub use diego_testkit::TestBbs;
 
-impl Drop for TestBbs {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
+/// A BBS in this process over a fresh embedded store.
 async fn start_bbs() -> TestBbs {
-    let dir = tempfile::tempdir().unwrap();
-    let store = diego_store_redb::EmbeddedStore::open(dir.path().join("bbs.redb"))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(diego_bbs::serve(
-        listener,
-        store,
-        diego_bbs::Config::default(),
-        shutdown.clone(),
-    ));
-    TestBbs {
-        client: BbsClient::new(&url),
-        shutdown,
-        _dir: dir,
-    }
+    TestBbs::start().await.unwrap()
 }
 
 fn start(bbs: &TestBbs, interval: Duration) -> (Arc<Converger>, CancellationToken) {

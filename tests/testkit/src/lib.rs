@@ -9,11 +9,13 @@
 //! [`Registry`] runs Debian's `docker-registry` on a loopback port for image tests, and
 //! [`push_test_image`] builds an OCI image with `umoci` and pushes it there with `skopeo`.
 
+pub mod bbs;
 pub mod etcd;
 pub mod platform;
 pub mod registry;
 pub mod root;
 
+pub use bbs::TestBbs;
 pub use etcd::{EtcdCluster, EtcdServer, etcd_binary, free_port};
 pub use platform::{Platform, PlatformConfig, Proc};
 pub use registry::{

@@ -23,39 +23,11 @@ use diego_model::{
 use diego_rep_client::{CellState, ContainerState, Resources, Work};
 use tokio_util::sync::CancellationToken;
 
-/// A BBS serving on 127.0.0.1 over a fresh embedded store; stopped when dropped.
-pub struct TestBbs {
-    pub client: BbsClient,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
+pub use diego_testkit::TestBbs;
 
-impl Drop for TestBbs {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
+/// A BBS in this process over a fresh embedded store.
 pub async fn start_bbs() -> TestBbs {
-    let dir = tempfile::tempdir().unwrap();
-    let store = diego_store_redb::EmbeddedStore::open(dir.path().join("bbs.redb"))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    // No auctioneer URL: the tests send start requests themselves, so every auction is theirs.
-    tokio::spawn(diego_bbs::serve(
-        listener,
-        store,
-        diego_bbs::Config::default(),
-        shutdown.clone(),
-    ));
-    TestBbs {
-        client: BbsClient::new(&url),
-        shutdown,
-        _dir: dir,
-    }
+    TestBbs::start().await.unwrap()
 }
 
 /// How a fake rep answers `/work`.
