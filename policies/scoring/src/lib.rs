@@ -246,7 +246,8 @@ pub enum Strategy {
     #[default]
     Classic,
     /// Fill the fullest cell that fits first (fewest cells busy): the resource term is
-    /// inverted; same-process anti-affinity is kept so instances still spread across cells.
+    /// inverted and starting containers do not count against a cell; same-process
+    /// anti-affinity is kept so instances still spread across cells.
     Binpack,
     /// Spread by container count: fewest containers wins, with Diego's locality and zone
     /// balancing; memory and disk only filter.
@@ -765,7 +766,9 @@ impl<'a> State<'a> {
         match self.strategy {
             Strategy::Classic => (mem + disk + containers) / 3.0 + starting,
             // Fullest first: lower remaining capacity scores lower.
-            Strategy::Binpack => (3.0 - (mem + disk + containers)) / 3.0 + starting,
+            // No starting-container term: it would spread a batch over the emptiest cells,
+            // which is what binpack exists not to do.
+            Strategy::Binpack => (3.0 - (mem + disk + containers)) / 3.0,
             Strategy::Spread => containers + starting,
         }
     }

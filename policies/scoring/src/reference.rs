@@ -336,7 +336,9 @@ impl<'a> State<'a> {
         match self.strategy {
             Strategy::Classic => (mem + disk + containers) / 3.0 + starting,
             // Fullest first: lower remaining capacity scores lower.
-            Strategy::Binpack => (3.0 - (mem + disk + containers)) / 3.0 + starting,
+            // No starting-container term: it would spread a batch over the emptiest cells,
+            // which is what binpack exists not to do.
+            Strategy::Binpack => (3.0 - (mem + disk + containers)) / 3.0,
             Strategy::Spread => containers + starting,
         }
     }

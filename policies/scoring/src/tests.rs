@@ -388,3 +388,25 @@ fn placing_from_the_wire_equals_placing_the_batch() {
     }
     assert!(wire::place(b"DAB1", Strategy::Classic).is_err());
 }
+
+#[test]
+fn binpack_fills_one_cell_within_a_batch_and_keeps_instances_of_a_process_apart() {
+    let mut f = Fixture::new();
+    for name in ["a", "b", "c"] {
+        f.cell(name, "z1", 1000);
+    }
+    for app in ["x", "y", "z"] {
+        f.lrp(app, 0, 100);
+    }
+    f.lrp("w", 0, 100);
+    f.lrp("w", 1, 100);
+    f.batch.strings = f.i.strings.clone();
+    f.batch.id_sets = f.i.sets.clone();
+    let out = place(&f.batch, Strategy::Binpack);
+    assert_eq!(validate_outcomes(&f.batch, &out), Ok(()));
+    // Starting containers do not push binpack to the emptier cells: the first four single
+    // instances share one cell; w's second instance goes elsewhere (anti-affinity).
+    let first = out[0].clone();
+    assert!(out[..4].iter().all(|o| *o == first), "{out:?}");
+    assert_ne!(out[4], first, "{out:?}");
+}
