@@ -32,8 +32,8 @@ pub struct Config {
     pub sync_interval: Duration,
     /// Liveness checks of a running instance (Diego's healthy monitoring interval, 30 s).
     pub liveness_interval: Duration,
-    /// Start-up checks of an instance not yet running (Diego's unhealthy interval, 2 s); a
-    /// check's own `interval_ms` wins.
+    /// Start-up checks of an instance not yet running (Diego's executor
+    /// `unhealthy_monitoring_interval_in_seconds`, 0.5 s); a check's own `interval_ms` wins.
     pub startup_check_interval: Duration,
     /// How long evacuation waits for replacements and tasks (Diego: 600 s).
     pub evacuation_timeout: Duration,
@@ -66,7 +66,7 @@ impl Default for Config {
             presence_ttl: Duration::from_secs(15),
             sync_interval: Duration::from_secs(30),
             liveness_interval: Duration::from_secs(30),
-            startup_check_interval: Duration::from_secs(2),
+            startup_check_interval: Duration::from_millis(500),
             evacuation_timeout: Duration::from_secs(600),
             evacuation_poll_interval: Duration::from_secs(1),
             bbs_url: "http://127.0.0.1:8889".into(),
