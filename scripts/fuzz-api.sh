@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drives a real BBS (`diego dev`, embedded store) with schemathesis, generating requests from
+# Drives a real BBS (`diego bbs`, embedded store) with schemathesis, generating requests from
 # the OpenAPI description the BBS serves, and fails on any 5xx: bad input must get a 4xx.
 # Usage: scripts/fuzz-api.sh [MAX_EXAMPLES]   (default 30 per operation)
 set -euo pipefail
@@ -11,9 +11,11 @@ cargo build --locked -q -p diego
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp)
-target/debug/diego --log warn dev --listen "127.0.0.1:$port" >"$log" 2>&1 &
+data=$(mktemp -d)
+# The BBS alone: with a brain and cells (`diego dev`) generated LRPs would really run.
+target/debug/diego --log warn bbs --listen "127.0.0.1:$port" --data-dir "$data" >"$log" 2>&1 &
 bbs=$!
-trap 'kill $bbs 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $bbs 2>/dev/null || true; rm -rf "$log" "$data"' EXIT
 for _ in $(seq 100); do
   curl -fsS -o /dev/null -X POST "http://127.0.0.1:$port/v1/ping" && break
   sleep 0.1
