@@ -422,6 +422,7 @@ mod tests {
             memory_bytes: Some(64 << 20),
             cpu_shares: Some(1024),
             pids: Some(50),
+            ..Limits::default()
         };
         m.create("h1", &limits).unwrap();
         let dir = root.path().join("garden/h1");

@@ -34,6 +34,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, execve, fork, pivot_root, sethostname};
 use serde::{Deserialize, Serialize};
 
+use crate::security::{self, IdMap, Lockdown, Rlimit};
 use crate::types::BindMount;
 
 /// What the shim and pid 1 need to set up a container.
@@ -56,6 +57,12 @@ pub struct InitConfig {
     /// Written to the container's /etc/resolv.conf (networked containers get the host's).
     #[serde(default)]
     pub resolv_conf: Option<String>,
+    /// The user namespace's mapping of an unprivileged container; `None` keeps host root
+    /// (privileged). Lower layers and bind mounts are then mounted idmapped, so their files
+    /// show their owners inside; the upper dir holds host ids (its root is owned by root
+    /// inside).
+    #[serde(default)]
+    pub id_map: Option<IdMap>,
 }
 
 /// What the exec helper needs to start a process.
@@ -76,6 +83,12 @@ pub struct ExecConfig {
     /// Run on a pseudo-terminal (stdout and stderr both come from it).
     #[serde(default)]
     pub tty: bool,
+    /// Join the container's user namespace (unprivileged containers).
+    #[serde(default)]
+    pub userns: bool,
+    /// rlimits of the process (set before it leaves the host's user namespace).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
 }
 
 /// Fd number of the sync pipe given to the exec helper.
@@ -139,9 +152,75 @@ pub fn shim_main(config_json: &str) -> i32 {
     }
 }
 
+/// Makes a user namespace with `map` and returns a descriptor of it: a child unshares one and
+/// waits; we write its maps, open `/proc/CHILD/ns/user` and end the child. Done before the
+/// pid namespace is unshared, so the child is not the container's pid 1.
+fn make_userns(map: &IdMap) -> R<OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ctx("pipe"))?;
+    // SAFETY: single-threaded process (see module docs); the child only makes raw syscalls.
+    match unsafe { fork() }.map_err(ctx("fork user namespace holder"))? {
+        ForkResult::Child => {
+            drop(r);
+            let ok = unshare(CloneFlags::CLONE_NEWUSER).is_ok();
+            let _ = nix::unistd::write(&w, if ok { b"k" } else { b"e" });
+            loop {
+                // SAFETY: pause has no preconditions; the parent kills us
+                unsafe { libc::pause() };
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(w);
+            let mut b = [0u8; 1];
+            let n = nix::unistd::read(&r, &mut b);
+            let result = (|| {
+                if n != Ok(1) || b[0] != b'k' {
+                    return Err("unshare user namespace failed".to_string());
+                }
+                for f in ["uid_map", "gid_map"] {
+                    let p = format!("/proc/{child}/{f}");
+                    fs::write(&p, map.proc_map()).map_err(ctx(format!("write {p}")))?;
+                }
+                let p = format!("/proc/{child}/ns/user");
+                Ok(OwnedFd::from(
+                    fs::File::open(&p).map_err(ctx(format!("open {p}")))?,
+                ))
+            })();
+            let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            result
+        }
+    }
+}
+
+/// Joins the user namespace `userns` as root inside (pid 1 and exec'd processes).
+fn join_userns(userns: &OwnedFd) -> R<()> {
+    setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER).map_err(ctx("setns user"))?;
+    let root_g = Gid::from_raw(0);
+    let root_u = Uid::from_raw(0);
+    nix::unistd::setresgid(root_g, root_g, root_g).map_err(ctx("setresgid 0 in user namespace"))?;
+    nix::unistd::setresuid(root_u, root_u, root_u).map_err(ctx("setresuid 0 in user namespace"))
+}
+
+/// pid 1 keeps nothing once the container is set up: it only reaps. Not dumpable, root of
+/// the user namespace (unprivileged) or host root without any capability (privileged),
+/// `no_new_privs` and the default seccomp filter.
+fn pid1_lockdown(userns: Option<&OwnedFd>) -> R<()> {
+    security::set_not_dumpable()?;
+    nix::unistd::setgroups(&[]).map_err(ctx("setgroups"))?;
+    if let Some(ns) = userns {
+        join_userns(ns)?;
+    }
+    security::limit_bounding_set(0)?;
+    security::set_capabilities(0)?;
+    // changing ids resets the flag: set it again
+    security::set_not_dumpable()?;
+    security::apply_filter(&security::default_filter()?)
+}
+
 fn shim(config_json: &str) -> R<i32> {
     let config: InitConfig = serde_json::from_str(config_json).map_err(ctx("parse init config"))?;
     join_cgroups(&config.cgroup_procs)?;
+    let userns = config.id_map.as_ref().map(make_userns).transpose()?;
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
@@ -155,7 +234,10 @@ fn shim(config_json: &str) -> R<i32> {
     // child may allocate and run arbitrary code after fork.
     match unsafe { fork() }.map_err(ctx("fork container init"))? {
         ForkResult::Child => {
-            let code = match pid1_setup(&config) {
+            let setup =
+                pid1_setup(&config, userns.as_ref()).and_then(|()| pid1_lockdown(userns.as_ref()));
+            drop(userns);
+            let code = match setup {
                 Ok(()) => {
                     println!("ready");
                     let _ = std::io::stdout().flush();
@@ -276,6 +358,35 @@ pub enum SetupOp {
     PivotRoot(PathBuf),
     /// sethostname(2).
     SetHostname(String),
+    /// An idmapped bind mount (the user namespace's mapping): a detached clone of `source`
+    /// (`open_tree`), marked idmapped (`mount_setattr`) and attached at `target`
+    /// (`move_mount`). When `fallback` and the file system cannot be idmapped, a plain bind.
+    IdmapBind {
+        /// Host path.
+        source: PathBuf,
+        /// Mount point.
+        target: PathBuf,
+        /// Clone submounts too (`AT_RECURSIVE`).
+        recursive: bool,
+        /// Fall back to a plain (recursive) bind mount.
+        fallback: bool,
+    },
+    /// Write a sysctl of the container's namespaces (best effort: absent ones are skipped).
+    Sysctl {
+        /// Path of the file under the container's /proc/sys.
+        path: PathBuf,
+        /// Value.
+        value: String,
+    },
+    /// Hide a path: an empty read-only tmpfs over a directory, `null` bound over a file.
+    Mask {
+        /// The path (skipped if absent).
+        path: PathBuf,
+        /// The container's /dev/null.
+        null: PathBuf,
+    },
+    /// Make a path read-only (a bind mount of itself, remounted read-only; skipped if absent).
+    ReadOnly(PathBuf),
     /// Write `/etc/<name>` (after pivot_root; a symlink there is replaced, not followed).
     WriteEtc {
         /// File name under /etc.
@@ -305,8 +416,27 @@ fn mount_op(
 pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp> {
     let root = &c.rootfs;
     let mut ops = vec![SetupOp::MakePrivate];
-    let lower = c
-        .lower_dirs
+    let lower_dirs = match c.id_map {
+        None => c.lower_dirs.clone(),
+        Some(_) => {
+            // each layer idmapped on a mount point of its own next to the rootfs
+            let staging = c.rootfs.with_file_name("lower");
+            let mut dirs = Vec::new();
+            for (i, l) in c.lower_dirs.iter().enumerate() {
+                let target = staging.join(i.to_string());
+                ops.push(SetupOp::Mkdir(target.clone()));
+                ops.push(SetupOp::IdmapBind {
+                    source: l.clone(),
+                    target: target.clone(),
+                    recursive: false,
+                    fallback: false,
+                });
+                dirs.push(target);
+            }
+            dirs
+        }
+    };
+    let lower = lower_dirs
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
@@ -337,13 +467,22 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
         } else {
             ops.push(SetupOp::Touch(target.clone()));
         }
-        ops.push(SetupOp::Mount {
-            source: Some(b.src_path.display().to_string()),
-            target: target.clone(),
-            fstype: None,
-            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
-            data: None,
-        });
+        if c.id_map.is_some() {
+            ops.push(SetupOp::IdmapBind {
+                source: b.src_path.clone(),
+                target: target.clone(),
+                recursive: true,
+                fallback: true,
+            });
+        } else {
+            ops.push(SetupOp::Mount {
+                source: Some(b.src_path.display().to_string()),
+                target: target.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None,
+            });
+        }
         if !b.read_write {
             ops.push(SetupOp::Mount {
                 source: None,
@@ -426,6 +565,22 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         None,
     ));
+    // the network namespace's sysctls, then runc's masked and read-only paths
+    for (name, value) in security::NET_SYSCTLS {
+        ops.push(SetupOp::Sysctl {
+            path: root.join("proc/sys").join(name),
+            value: (*value).to_string(),
+        });
+    }
+    for p in security::MASKED_PATHS {
+        ops.push(SetupOp::Mask {
+            path: in_root(root, Path::new(p)),
+            null: dev.join("null"),
+        });
+    }
+    for p in security::READONLY_PATHS {
+        ops.push(SetupOp::ReadOnly(in_root(root, Path::new(p))));
+    }
     ops.push(SetupOp::Mkdir(root.join("tmp")));
     ops.push(mount_op(
         "tmpfs",
@@ -455,8 +610,78 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
     ops
 }
 
-/// Carries out one [`SetupOp`].
-fn apply(op: &SetupOp) -> R<()> {
+fn idmap_bind(userns: Option<&OwnedFd>, source: &Path, target: &Path, recursive: bool) -> R<()> {
+    let userns = userns.ok_or("idmapped mount without a user namespace")?;
+    let src = CString::new(source.as_os_str().as_bytes()).map_err(ctx("path"))?;
+    let dst = CString::new(target.as_os_str().as_bytes()).map_err(ctx("path"))?;
+    let empty = c"";
+    let rec = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: open_tree reads a NUL-terminated path that lives across the call.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | rec as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(format!(
+            "open_tree {}: {}",
+            source.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: open_tree returned a new descriptor that we now own.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr reads `attr` (its size is passed) and an empty path, both live.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | rec,
+            &attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "idmap {}: {}",
+            source.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: move_mount reads an empty path and a NUL-terminated target, both live.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "attach idmapped {} at {}: {}",
+            source.display(),
+            target.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Carries out one [`SetupOp`]; `userns` is the container's user namespace, if it has one.
+fn apply(op: &SetupOp, userns: Option<&OwnedFd>) -> R<()> {
     match op {
         SetupOp::MakePrivate => mnt(
             None,
@@ -505,6 +730,73 @@ fn apply(op: &SetupOp) -> R<()> {
             chdir("/").map_err(ctx("chdir /"))
         }
         SetupOp::SetHostname(name) => sethostname(name).map_err(ctx("sethostname")),
+        SetupOp::IdmapBind {
+            source,
+            target,
+            recursive,
+            fallback,
+        } => match idmap_bind(userns, source, target, *recursive) {
+            Ok(()) => Ok(()),
+            Err(e) if *fallback => {
+                tracing::debug!(error = %e, "idmapped bind mount refused; plain bind");
+                mnt(
+                    Some(&source.display().to_string()),
+                    target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )
+            }
+            Err(e) => Err(e),
+        },
+        SetupOp::Sysctl { path, value } => {
+            if path.exists() {
+                fs::write(path, value).map_err(ctx(format!("write {}", path.display())))?;
+            }
+            Ok(())
+        }
+        SetupOp::Mask { path, null } => match fs::symlink_metadata(path) {
+            Err(_) => Ok(()),
+            Ok(m) if m.is_dir() => mnt(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=555"),
+            ),
+            Ok(_) => mnt(
+                Some(&null.display().to_string()),
+                path,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            ),
+        },
+        SetupOp::ReadOnly(path) => {
+            if fs::symlink_metadata(path).is_err() {
+                return Ok(());
+            }
+            let p = path.display().to_string();
+            mnt(
+                Some(&p),
+                path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            mnt(
+                None,
+                path,
+                None,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                None,
+            )
+        }
         SetupOp::WriteEtc { name, contents } => {
             let etc = Path::new("/etc");
             if etc.is_dir() {
@@ -519,11 +811,11 @@ fn apply(op: &SetupOp) -> R<()> {
     }
 }
 
-fn pid1_setup(c: &InitConfig) -> R<()> {
+fn pid1_setup(c: &InitConfig, userns: Option<&OwnedFd>) -> R<()> {
     // device nodes and mount points get exactly the modes asked for
     let old_umask = nix::sys::stat::umask(Mode::empty());
     for op in setup_plan(c, Path::is_dir) {
-        apply(&op)?;
+        apply(&op, userns)?;
     }
     nix::sys::stat::umask(old_umask);
     Ok(())
@@ -563,15 +855,17 @@ pub fn exec_main(spec_json: &str) -> i32 {
         &sync,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
-    let spec = match enter(spec_json) {
-        Ok(spec) => spec,
+    // nothing in the container may ptrace this process or open its /proc/PID/exe before it
+    // execs (CVE-2019-5736); fork keeps the flag
+    let entered = match security::set_not_dumpable().and_then(|()| enter(spec_json)) {
+        Ok(entered) => entered,
         Err(e) => {
             let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
             return 127;
         }
     };
-    if spec.tty {
-        return match exec_with_tty(&spec, sync) {
+    if entered.spec.tty {
+        return match exec_with_tty(&entered, sync) {
             Ok(code) => code,
             Err((e, sync)) => {
                 let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
@@ -582,7 +876,7 @@ pub fn exec_main(spec_json: &str) -> i32 {
     // SAFETY: single-threaded process (see module docs).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let e = child_exec(&spec);
+            let e = child_exec(&entered);
             let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
             // SAFETY: _exit skips atexit handlers and stdio flushing inherited from the parent.
             unsafe { libc::_exit(127) }
@@ -599,8 +893,18 @@ pub fn exec_main(spec_json: &str) -> i32 {
     }
 }
 
-/// Joins the container's cgroups and namespaces.
-fn enter(spec_json: &str) -> R<ExecConfig> {
+/// An exec request inside the container's namespaces, ready to fork.
+struct Entered {
+    spec: ExecConfig,
+    /// The container's user namespace, joined by the child after fork.
+    userns: Option<OwnedFd>,
+    /// The seccomp program, compiled before fork so a failure is reported.
+    filter: seccompiler::BpfProgram,
+}
+
+/// Joins the container's cgroups and namespaces (all but the user namespace, which the child
+/// joins last) and sets the rlimits.
+fn enter(spec_json: &str) -> R<Entered> {
     let spec: ExecConfig = serde_json::from_str(spec_json).map_err(ctx("parse exec spec"))?;
     if spec.argv.is_empty() {
         return Err("empty argv".into());
@@ -618,12 +922,32 @@ fn enter(spec_json: &str) -> R<ExecConfig> {
         let f = fs::File::open(&p).map_err(ctx(format!("open {p}")))?;
         fds.push((f, flag, name));
     }
+    // a container made before user namespaces (adopted after an upgrade) shares ours
+    let same_userns = || {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+        ino(&format!("/proc/{}/ns/user", spec.init_pid)) == ino("/proc/self/ns/user")
+    };
+    let userns = if spec.userns && !same_userns() {
+        let p = format!("/proc/{}/ns/user", spec.init_pid);
+        Some(OwnedFd::from(
+            fs::File::open(&p).map_err(ctx(format!("open {p}")))?,
+        ))
+    } else {
+        None
+    };
     join_cgroups(&spec.cgroup_procs)?;
     for (f, flag, name) in &fds {
         setns(f.as_fd(), *flag).map_err(ctx(format!("setns {name}")))?;
     }
     drop(fds);
-    Ok(spec)
+    security::set_rlimits(&spec.rlimits)?;
+    let filter = security::default_filter()?;
+    Ok(Entered {
+        spec,
+        userns,
+        filter,
+    })
 }
 
 /// Resolves `user` against the container's /etc/passwd (we are already inside its mount ns).
@@ -678,8 +1002,12 @@ fn find_program(prog: &str, env: &[String]) -> R<CString> {
     Err(format!("executable {prog} not found in PATH {path}"))
 }
 
-fn child_exec(spec: &ExecConfig) -> String {
+fn child_exec(entered: &Entered) -> String {
+    let spec = &entered.spec;
     let r: R<std::convert::Infallible> = (|| {
+        if let Some(ns) = &entered.userns {
+            join_userns(ns)?;
+        }
         let (uid, gid, home) = resolve_user(spec.user.as_deref())?;
         let mut env = spec.env.clone();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -703,10 +1031,13 @@ fn child_exec(spec: &ExecConfig) -> String {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ctx("env"))?;
         let _ = nix::unistd::setsid();
+        let lockdown = Lockdown::for_uid(uid.as_raw());
+        lockdown.before_setuid()?;
         nix::unistd::setgroups(&[gid]).map_err(ctx("setgroups"))?;
         nix::unistd::setgid(gid).map_err(ctx("setgid"))?;
         nix::unistd::setuid(uid).map_err(ctx("setuid"))?;
         chdir(OsStr::new(&spec.dir)).map_err(ctx(format!("chdir {}", spec.dir)))?;
+        lockdown.before_exec(&entered.filter)?;
         execve(&prog, &argv, &envp).map_err(ctx(format!("exec {}", spec.argv[0])))
     })();
     match r {
@@ -717,7 +1048,7 @@ fn child_exec(spec: &ExecConfig) -> String {
 
 /// Runs the process on a new pty of the container's devpts; the helper copies its stdin to the
 /// pty and the pty to its stdout until the process exits.
-fn exec_with_tty(spec: &ExecConfig, sync: OwnedFd) -> std::result::Result<i32, (String, OwnedFd)> {
+fn exec_with_tty(entered: &Entered, sync: OwnedFd) -> std::result::Result<i32, (String, OwnedFd)> {
     use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
     let setup = || -> R<(nix::pty::PtyMaster, OwnedFd)> {
         let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
@@ -761,7 +1092,7 @@ fn exec_with_tty(spec: &ExecConfig, sync: OwnedFd) -> std::result::Result<i32, (
                 libc::dup2(fd, 2);
             }
             drop(slave);
-            let e = child_exec(spec);
+            let e = child_exec(entered);
             let _ = nix::unistd::write(&sync, format!("error: {e}\n").as_bytes());
             // SAFETY: see exec_main.
             unsafe { libc::_exit(127) }
@@ -876,6 +1207,7 @@ mod tests {
             ],
             cgroup_procs: vec![],
             resolv_conf: Some("nameserver 10.0.0.2\n".into()),
+            id_map: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod native;
 pub mod net;
 pub mod process;
 pub mod rootfs;
+pub mod security;
 pub mod tarstream;
 pub mod types;
 

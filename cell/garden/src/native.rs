@@ -29,6 +29,7 @@ use crate::container::{ExecConfig, InitConfig};
 use crate::error::{Error, Result};
 use crate::net::{self, NetConfig};
 use crate::process::{self, ProcessState};
+use crate::security::{self, IdMap, Rlimit, RlimitResource};
 use crate::types::{
     ContainerInfo, ContainerMetrics, ContainerSpec, NetIn, PortMapping, ProcessSpec,
 };
@@ -438,10 +439,17 @@ impl NativeBackend {
                 .network
                 .as_ref()
                 .and_then(|_| std::fs::read_to_string("/etc/resolv.conf").ok()),
+            id_map: self.id_map_of(spec),
         };
         for d in [&init.upper_dir, &init.work_dir, &init.rootfs] {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        if let Some(m) = init.id_map {
+            // the writable layer holds host ids; its root is the container's `/`, owned by
+            // root inside
+            std::os::unix::fs::chown(&init.upper_dir, Some(m.host_base), Some(m.host_base))
+                .map_err(|e| Error::io(format!("chown {}", init.upper_dir.display()), e))?;
         }
         let init_json =
             serde_json::to_string(&init).map_err(|e| Error::InvalidRequest(e.to_string()))?;
@@ -554,6 +562,12 @@ impl NativeBackend {
             }
         }
         Ok(())
+    }
+
+    /// The id mapping of a container made from `spec` (`None`: privileged, host root): every
+    /// unprivileged container maps root to the same host id, as Garden does.
+    fn id_map_of(&self, spec: &ContainerSpec) -> Option<IdMap> {
+        (!spec.privileged).then(IdMap::default)
     }
 
     async fn pick_host_port(&self) -> Result<u16> {
@@ -676,9 +690,15 @@ impl Backend for NativeBackend {
         if spec.argv.is_empty() {
             return Err(Error::InvalidRequest("process argv is empty".into()));
         }
-        let (init_pid, init_start, mut env) = {
+        let (init_pid, init_start, mut env, privileged, limits) = {
             let r = lock(&c.record);
-            (r.init_pid, r.init_start, r.spec.env.clone())
+            (
+                r.init_pid,
+                r.init_start,
+                r.spec.env.clone(),
+                r.spec.privileged,
+                r.spec.limits.clone(),
+            )
         };
         if !alive(init_pid, init_start) {
             return Err(Error::ProcessStart {
@@ -700,6 +720,8 @@ impl Backend for NativeBackend {
             dir: spec.dir.clone().unwrap_or_else(|| "/".into()),
             user: spec.user.clone(),
             tty: spec.tty,
+            userns: !privileged,
+            rlimits: rlimits(&limits),
         };
         let state = process::spawn(&self.cfg.init_bin, handle, &exec, spec.stdin.clone()).await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -740,7 +762,10 @@ impl Backend for NativeBackend {
         use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
         let c = self.get(handle)?;
-        let pid = lock(&c.record).init_pid;
+        let (pid, ids) = {
+            let r = lock(&c.record);
+            (r.init_pid, self.id_map_of(&r.spec))
+        };
         // spool to an unnamed file next to the container: the archive is checked as a whole
         // before anything is written, without holding it in memory
         let spool = spool_file(&c.dir)?;
@@ -757,11 +782,12 @@ impl Backend for NativeBackend {
         let handle = handle.to_string();
         let path = path.to_string();
         tokio::task::spawn_blocking(move || {
-            tarstream::stream_in(
+            tarstream::stream_in_mapped(
                 Path::new(&format!("/proc/{pid}/root")),
                 &handle,
                 &path,
                 std::io::BufReader::with_capacity(256 * 1024, file),
+                ids,
             )
         })
         .await
@@ -770,10 +796,13 @@ impl Backend for NativeBackend {
 
     async fn stream_out(&self, handle: &str, path: &str) -> Result<ByteStream> {
         let c = self.get(handle)?;
-        let pid = lock(&c.record).init_pid;
+        let (pid, ids) = {
+            let r = lock(&c.record);
+            (r.init_pid, self.id_map_of(&r.spec))
+        };
         let (h, p) = (handle.to_string(), path.to_string());
         let source = tokio::task::spawn_blocking(move || {
-            tarstream::resolve_out(Path::new(&format!("/proc/{pid}/root")), &h, &p)
+            tarstream::resolve_out_mapped(Path::new(&format!("/proc/{pid}/root")), &h, &p, ids)
         })
         .await
         .map_err(|e| Error::Transport(format!("stream_out task: {e}")))??;
@@ -913,9 +942,38 @@ impl Backend for NativeBackend {
     }
 }
 
+/// The rlimits of a container's processes: its spec's, or Diego's defaults.
+fn rlimits(limits: &crate::types::Limits) -> Vec<Rlimit> {
+    let nofile = limits.nofile.unwrap_or(security::DEFAULT_NOFILE);
+    let nproc = limits.nproc.unwrap_or(security::DEFAULT_NPROC);
+    vec![
+        Rlimit {
+            resource: RlimitResource::Nofile,
+            soft: nofile,
+            hard: nofile,
+        },
+        Rlimit {
+            resource: RlimitResource::Nproc,
+            soft: nproc,
+            hard: nproc,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rlimits_default_to_diegos() {
+        let r = rlimits(&crate::types::Limits::default());
+        assert_eq!(r[0].hard, security::DEFAULT_NOFILE);
+        let r = rlimits(&crate::types::Limits {
+            nofile: Some(100),
+            ..Default::default()
+        });
+        assert_eq!((r[0].soft, r[0].hard), (100, 100));
+    }
 
     #[test]
     fn handles_are_validated() {

@@ -22,9 +22,32 @@ use nix::sys::stat::{FileStat, Mode, fchmod, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
 
 use crate::error::{Error, Result};
+use crate::security::IdMap;
 
 struct Ctx<'a> {
     handle: &'a str,
+    /// The container's id mapping: what is written is owned by the mapped host ids, what is
+    /// read is reported with the ids inside.
+    ids: Option<IdMap>,
+}
+
+impl Ctx<'_> {
+    /// Host id of `inside` (root inside for an id the mapping lacks).
+    fn host_id(&self, inside: u32) -> u32 {
+        match self.ids {
+            Some(m) => m.to_host(inside).unwrap_or(m.host_base),
+            None => inside,
+        }
+    }
+
+    /// Id inside of a host id (`nobody`, 65534, for one outside the mapping).
+    fn inside_id(&self, host: u32) -> u32 {
+        match self.ids {
+            Some(m) if host >= m.host_base && host - m.host_base < m.size => host - m.host_base,
+            Some(_) => 65_534,
+            None => host,
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -117,7 +140,19 @@ fn walk_dirs(ctx: &Ctx<'_>, base: &OwnedFd, comps: &[OsString], create: bool) ->
             Ok(fd) => fd,
             Err(Errno::ENOENT) if create => {
                 match mkdirat(&cur, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Ok(()) => {
+                        if ctx.ids.is_some() {
+                            let root = ctx.host_id(0);
+                            let _ = fchownat(
+                                &cur,
+                                c.as_os_str(),
+                                Some(Uid::from_raw(root)),
+                                Some(Gid::from_raw(root)),
+                                AtFlags::AT_SYMLINK_NOFOLLOW,
+                            );
+                        }
+                    }
+                    Err(Errno::EEXIST) => {}
                     Err(e) => {
                         return Err(Error::sys(
                             format!("mkdir {} in container {}", so_far.display(), ctx.handle),
@@ -200,8 +235,20 @@ fn validate(ctx: &Ctx<'_>, data: impl Read) -> Result<()> {
 
 /// Extracts a tar archive under `dest` (a path inside the container) of the container whose
 /// root is `root` (normally `/proc/<pid>/root`).
-pub fn stream_in<R: Read + Seek>(root: &Path, handle: &str, dest: &str, mut data: R) -> Result<()> {
-    let ctx = Ctx { handle };
+pub fn stream_in<R: Read + Seek>(root: &Path, handle: &str, dest: &str, data: R) -> Result<()> {
+    stream_in_mapped(root, handle, dest, data, None)
+}
+
+/// [`stream_in`] into a container with its own user namespace: entries' owners (and the
+/// directories made on the way, owned by root inside) are written as the mapped host ids.
+pub fn stream_in_mapped<R: Read + Seek>(
+    root: &Path,
+    handle: &str,
+    dest: &str,
+    mut data: R,
+    ids: Option<IdMap>,
+) -> Result<()> {
+    let ctx = Ctx { handle, ids };
     // both passes read the archive from its start, wherever the reader was left
     data.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("rewind tar stream", e))?;
@@ -316,7 +363,15 @@ pub fn stream_in<R: Read + Seek>(root: &Path, handle: &str, dest: &str, mut data
             }
             _ => continue,
         }
-        if uid.is_some() || gid.is_some() {
+        if ctx.ids.is_some() {
+            let _ = fchownat(
+                &parent,
+                name.as_os_str(),
+                Some(Uid::from_raw(ctx.host_id(uid.unwrap_or(0)))),
+                Some(Gid::from_raw(ctx.host_id(gid.unwrap_or(0)))),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+        } else if uid.is_some() || gid.is_some() {
             let _ = fchownat(
                 &parent,
                 name.as_os_str(),
@@ -329,12 +384,12 @@ pub fn stream_in<R: Read + Seek>(root: &Path, handle: &str, dest: &str, mut data
     Ok(())
 }
 
-fn header_for(st: &FileStat, kind: tar::EntryType, size: u64) -> tar::Header {
+fn header_for(ctx: &Ctx<'_>, st: &FileStat, kind: tar::EntryType, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(st.st_mode & 0o7777);
-    h.set_uid(u64::from(st.st_uid));
-    h.set_gid(u64::from(st.st_gid));
+    h.set_uid(u64::from(ctx.inside_id(st.st_uid)));
+    h.set_gid(u64::from(ctx.inside_id(st.st_gid)));
     h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
     h.set_size(size);
     h
@@ -345,18 +400,31 @@ fn header_for(st: &FileStat, kind: tar::EntryType, size: u64) -> tar::Header {
 #[derive(Debug)]
 pub struct OutSource {
     handle: String,
+    ids: Option<IdMap>,
     dir: OwnedFd,
     name: Option<OsString>,
 }
 
 /// Resolves `src` (a file or directory inside the container) without following symlinks.
 pub fn resolve_out(root: &Path, handle: &str, src: &str) -> Result<OutSource> {
-    let ctx = Ctx { handle };
+    resolve_out_mapped(root, handle, src, None)
+}
+
+/// [`resolve_out`] for a container with its own user namespace: owners are reported as the
+/// ids inside.
+pub fn resolve_out_mapped(
+    root: &Path,
+    handle: &str,
+    src: &str,
+    ids: Option<IdMap>,
+) -> Result<OutSource> {
+    let ctx = Ctx { handle, ids };
     let comps = normal_components(&ctx, Path::new(src.trim_start_matches('/')))?;
     let root_fd = open_root(&ctx, root)?;
     match comps.split_last() {
         None => Ok(OutSource {
             handle: handle.to_string(),
+            ids,
             dir: root_fd,
             name: None,
         }),
@@ -366,6 +434,7 @@ pub fn resolve_out(root: &Path, handle: &str, src: &str) -> Result<OutSource> {
                 .map_err(|e| Error::sys(format!("stat {src} in container {handle}"), e))?;
             Ok(OutSource {
                 handle: handle.to_string(),
+                ids,
                 dir: parent,
                 name: Some(name.clone()),
             })
@@ -378,6 +447,7 @@ pub fn resolve_out(root: &Path, handle: &str, src: &str) -> Result<OutSource> {
 pub fn write_out(source: &OutSource, out: impl Write) -> Result<()> {
     let ctx = Ctx {
         handle: &source.handle,
+        ids: source.ids,
     };
     let mut builder = tar::Builder::new(out);
     match &source.name {
@@ -431,7 +501,7 @@ fn add_entry<W: Write>(
             })?;
             let file = File::from(fd);
             let size = u64::try_from(st.st_size).unwrap_or(0);
-            let mut h = header_for(&st, tar::EntryType::Regular, size);
+            let mut h = header_for(ctx, &st, tar::EntryType::Regular, size);
             // exactly `size` bytes even if the file changes meanwhile
             let reader = file.take(size).chain(std::io::repeat(0)).take(size);
             b.append_data(&mut h, arc, reader).map_err(io)
@@ -443,7 +513,7 @@ fn add_entry<W: Write>(
                     e,
                 )
             })?;
-            let mut h = header_for(&st, tar::EntryType::Symlink, 0);
+            let mut h = header_for(ctx, &st, tar::EntryType::Symlink, 0);
             b.append_link(&mut h, arc, Path::new(&target)).map_err(io)
         }
         _ => Ok(()), // devices, fifos, sockets are not archived
@@ -458,7 +528,7 @@ fn add_dir<W: Write>(
 ) -> Result<()> {
     let st =
         nix::sys::stat::fstat(dir).map_err(|e| Error::sys(format!("stat {}", arc.display()), e))?;
-    let mut h = header_for(&st, tar::EntryType::Directory, 0);
+    let mut h = header_for(ctx, &st, tar::EntryType::Directory, 0);
     b.append_data(&mut h, arc, std::io::empty())
         .map_err(|e| Error::io(format!("archive {}", arc.display()), e))?;
     let dup = dir.try_clone().map_err(|e| Error::io("dup dir fd", e))?;

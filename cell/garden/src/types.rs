@@ -40,6 +40,12 @@ pub struct Limits {
     /// Maximum number of processes/threads.
     #[serde(default)]
     pub pids: Option<u64>,
+    /// Open files per process (`RLIMIT_NOFILE`, soft and hard); 16,384 when unset.
+    #[serde(default)]
+    pub nofile: Option<u64>,
+    /// Processes per user inside the container (`RLIMIT_NPROC`); 16,384 when unset.
+    #[serde(default)]
+    pub nproc: Option<u64>,
 }
 
 /// A bind mount from the host into the container.
@@ -95,6 +101,11 @@ pub struct ContainerSpec {
     /// Networking; `None` means loopback only.
     #[serde(default)]
     pub network: Option<NetworkSpec>,
+    /// Root inside is the host's root (Diego's `privileged: true`). By default (false) the
+    /// container has its own user namespace: root inside is an unprivileged host id. Either
+    /// way processes get only the default capabilities, `no_new_privs` and the seccomp filter.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 impl ContainerSpec {
@@ -108,6 +119,7 @@ impl ContainerSpec {
             bind_mounts: Vec::new(),
             properties: BTreeMap::new(),
             network: None,
+            privileged: false,
         }
     }
 }

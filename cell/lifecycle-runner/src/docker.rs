@@ -107,6 +107,8 @@ pub fn docker_container_spec(image: &str, ports: &[u16]) -> ContainerSpec {
                 })
                 .collect(),
         }),
+        // Docker apps run unprivileged, as on Diego.
+        privileged: false,
     }
 }
 

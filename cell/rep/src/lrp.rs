@@ -264,6 +264,7 @@ async fn make_container(
         bind_mounts: Vec::new(),
         properties,
         network: Some(NetworkSpec::default()),
+        privileged: desired.privileged,
     };
     inner
         .backend
@@ -320,6 +321,8 @@ pub(crate) fn limits(memory_mb: i32, max_pids: i32, cpu_weight: u32) -> Limits {
         // Diego's cpu_weight 1..=100 scales Garden's shares; 0 leaves the default
         cpu_shares: (cpu_weight > 0).then(|| u64::from(cpu_weight) * 1024 / 100),
         pids: u64::try_from(max_pids).ok().filter(|&p| p > 0),
+        // Garden's defaults for open files and processes.
+        ..Limits::default()
     }
 }
 

@@ -131,6 +131,7 @@ async fn lifecycle(inner: &Arc<Inner>, guid: &str, stop: &CancellationToken) -> 
             (PROPERTY_KIND.to_string(), "task".to_string()),
         ]),
         network: Some(NetworkSpec::default()),
+        privileged: def.privileged,
     };
     let created = tokio::select! {
         c = inner.backend.create(spec) => c,

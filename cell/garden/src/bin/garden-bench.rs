@@ -125,10 +125,18 @@ fn run_floor(rootfs: &Path) -> Duration {
     elapsed
 }
 
-async fn run_garden(b: &NativeBackend, rootfs: &Path, phases: &mut [Vec<Duration>; 3]) -> Duration {
+async fn run_garden(
+    b: &NativeBackend,
+    rootfs: &Path,
+    phases: &mut [Vec<Duration>; 3],
+    privileged: bool,
+) -> Duration {
     let t = Instant::now();
     let h = b
-        .create(ContainerSpec::from_dir(rootfs))
+        .create(ContainerSpec {
+            privileged,
+            ..ContainerSpec::from_dir(rootfs)
+        })
         .await
         .unwrap_or_else(|e| fail(format!("garden create: {e}")));
     let t_created = t.elapsed();
@@ -163,11 +171,25 @@ fn median_ms(v: &mut [Duration]) -> (f64, f64) {
     (ms(v[v.len() / 2]), ms(v[p90.min(v.len() - 1)]))
 }
 
+const USAGE: &str = "usage: garden-bench [N]
+
+Creates a container, runs `true` in it and destroys it, N times (default 100), for
+diego-garden, runc, crun and the namespace floor, interleaved; prints medians and ratios.
+Run as root.";
+
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100);
+    let arg = std::env::args().nth(1);
+    // `--help` must never start the benchmark (it mounts, unshares and creates cgroups).
+    if arg.as_deref().is_some_and(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return;
+    }
+    let n: usize = match arg {
+        None => 100,
+        Some(a) => a
+            .parse()
+            .unwrap_or_else(|_| fail(format!("{a:?} is not a number of rounds\n{USAGE}"))),
+    };
     // before any thread exists: unshare(CLONE_NEWNS) needs a single-threaded process
     private_mount_ns();
     let rootfs = busybox_rootfs();
@@ -189,15 +211,21 @@ fn main() {
         }
         let backend = NativeBackend::new(cfg).await.unwrap_or_else(|e| fail(format!("open backend: {e}")));
         let (mut garden, mut runc, mut crun, mut floor) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut garden_priv = Vec::new();
+        let mut phases_priv: [Vec<Duration>; 3] = Default::default();
         let warmup = 5;
         let mut phases: [Vec<Duration>; 3] = Default::default();
         for i in 0..n + warmup {
-            let g = run_garden(&backend, &rootfs, &mut phases).await;
+            // unprivileged (user namespace, the default) and privileged (host root); both
+            // with the capability cut, no_new_privs, seccomp and masked paths
+            let g = run_garden(&backend, &rootfs, &mut phases, false).await;
+            let gp = run_garden(&backend, &rootfs, &mut phases_priv, true).await;
             let r = run_oci("runc", &bundle, &format!("bench-runc-{i}"));
             let c = run_oci("crun", &bundle, &format!("bench-crun-{i}"));
             let f = run_floor(&rootfs);
             if i >= warmup {
                 garden.push(g);
+                garden_priv.push(gp);
                 runc.push(r);
                 crun.push(c);
                 floor.push(f);
@@ -206,7 +234,7 @@ fn main() {
         let (g, gp) = median_ms(&mut garden);
         println!("create + run `true` + destroy, {n} rounds (cgroup {}), busybox rootfs", backend.cgroup_version());
         println!("{:<16} {:>10} {:>10} {:>14}", "runtime", "median ms", "p90 ms", "vs diego-garden");
-        for (name, v) in [("diego-garden", &mut garden), ("runc", &mut runc), ("crun", &mut crun), ("unshare+chroot", &mut floor)] {
+        for (name, v) in [("diego-garden", &mut garden), ("diego-garden priv", &mut garden_priv), ("runc", &mut runc), ("crun", &mut crun), ("unshare+chroot", &mut floor)] {
             let (m, p) = if name == "diego-garden" { (g, gp) } else { median_ms(v) };
             println!("{name:<16} {m:>10.2} {p:>10.2} {:>13.2}x", m / g);
         }

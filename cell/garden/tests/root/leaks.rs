@@ -137,6 +137,7 @@ async fn no_leaks_after_100_create_destroy_cycles() {
             memory_bytes: Some(64 << 20),
             cpu_shares: Some(256),
             pids: Some(100),
+            ..Limits::default()
         },
         ..busybox()
     };

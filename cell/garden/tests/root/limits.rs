@@ -14,6 +14,7 @@ async fn memory_hog_is_oom_killed_at_its_limit() {
             memory_bytes: Some(64 << 20),
             cpu_shares: Some(512),
             pids: None,
+            ..Limits::default()
         },
         ..busybox()
     };

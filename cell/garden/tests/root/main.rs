@@ -10,6 +10,7 @@ mod common;
 
 mod adopt;
 mod api;
+mod escape;
 mod isolation;
 mod leaks;
 mod limits;
