@@ -8,7 +8,7 @@ use diego_bbs_client::{BbsClient, ClientError, EventStream};
 use diego_model::requests::{
     ActualLrpsRequest, DesireTaskRequest, DesiredLrpsRequest, TasksRequest, UpdateDesiredLrpRequest,
 };
-use diego_model::{DesiredLrp, DesiredLrpUpdate, ErrorType};
+use diego_model::{DesiredLrp, DesiredLrpUpdate};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -24,18 +24,75 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<crate::policy::Refused>().is_some() {
         return 4;
     }
-    match error.downcast_ref::<ClientError>() {
-        Some(ClientError::Transport { .. }) => 12,
-        Some(e) if e.kind() == Some(ErrorType::ResourceNotFound) => 3,
-        _ => 1,
+    let Some(client) = error.downcast_ref::<ClientError>() else {
+        return 1;
+    };
+    match client {
+        ClientError::Transport { .. } => 12,
+        ClientError::Bbs { error, .. } => match error.kind.http_status() {
+            404 => 3,
+            // The BBS refused the request as asked: bad input, over a limit, a conflict.
+            400..=499 => 4,
+            _ => 1,
+        },
+        ClientError::Decode { .. } => 1,
     }
 }
 
-fn print_lines<T: Serialize>(records: &[T]) -> anyhow::Result<()> {
-    for record in records {
-        println!("{}", serde_json::to_string(record)?);
+/// The reader of standard output went away (`diego actual-lrps | head -1`): the command ends
+/// quietly with status 0, as Unix tools do.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct OutputClosed;
+
+fn output_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        OutputClosed.into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
     }
-    Ok(())
+}
+
+/// Writes `text` and a newline to standard output.
+pub fn print_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(output_error)
+}
+
+/// Makes a `println!` that hits a closed pipe (anywhere in the binary) end the process quietly
+/// with status 0 instead of panicking with a backtrace. Rust ignores SIGPIPE, so a closed pipe
+/// is an `EPIPE` write error, which `println!` turns into a panic.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            #[allow(clippy::exit)] // the reader is gone: nothing is left to do or report
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+fn print_lines<T: Serialize>(records: &[T]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for record in records {
+        serde_json::to_writer(&mut out, record).map_err(|e| match e.io_error_kind() {
+            Some(kind) => output_error(kind.into()),
+            None => e.into(),
+        })?;
+        out.write_all(b"\n").map_err(output_error)?;
+    }
+    out.flush().map_err(output_error)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(file: &Path) -> anyhow::Result<T> {
@@ -149,16 +206,12 @@ pub async fn events(
     let mut seen = 0;
     while count.is_none_or(|c| seen < c) {
         let (id, event) = subscription.next().await?;
-        println!("{}", serde_json::json!({"id": id, "event": event}));
+        print_line(&serde_json::json!({"id": id, "event": event}).to_string())?;
         seen += 1;
     }
     Ok(())
 }
 
 pub async fn store_health(bbs: &BbsClient) -> anyhow::Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&bbs.store_health().await?)?
-    );
-    Ok(())
+    print_line(&serde_json::to_string_pretty(&bbs.store_health().await?)?)
 }

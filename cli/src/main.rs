@@ -1,7 +1,10 @@
 //! `diego`: one binary for every role of the platform and for the commands people type.
 //!
-//! Exit codes: 0 ok · 1 error · 2 usage · 3 not found · 4 refused (a policy) · 12 BBS unreachable ·
-//! 130 interrupted.
+//! Exit codes: 0 ok (also when the reader of the output goes away, as in `diego actual-lrps |
+//! head -1`) · 1 error · 2 usage · 3 not found · 4 refused (by a policy, or by the BBS: invalid
+//! request, over a limit, conflict) · 12 BBS unreachable · 130 interrupted.
+//!
+//! Logs go to stderr, in colour only when stderr is a terminal and `NO_COLOR` is not set.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,11 +112,15 @@ fn main() -> ExitCode {
     if let Some(code) = cell::run_as_init_helper() {
         return code;
     }
+    commands::quiet_on_closed_stdout();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -126,8 +133,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Do not wait on blocking work still running (a store read, a rep call) once the command
+    // or role is done: what was acknowledged is durable, and a stop must be prompt.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<commands::OutputClosed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(commands::exit_code(&e))

@@ -18,6 +18,9 @@ pub struct StoreArgs {
     /// Where the embedded store keeps its file.
     #[arg(long, env = "DIEGO_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The embedded store refuses writes while its disk has less free space than this.
+    #[arg(long, default_value_t = 512)]
+    min_free_disk_mb: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -35,17 +38,33 @@ pub struct BbsArgs {
     tuning: BbsTuning,
 }
 
-/// How the BBS restarts crashed instances.
+/// How the BBS restarts crashed instances and bounds its work.
 #[derive(Debug, clap::Args)]
 pub struct BbsTuning {
     /// The first crash backoff step, doubled per crash after the third (Diego: 30 s).
     #[arg(long, default_value = "30s", value_parser = crate::cell::parse_duration)]
-    crash_backoff_min: std::time::Duration,
+    crash_backoff_min: Duration,
+    /// The most instances one LRP may desire.
+    #[arg(long, default_value_t = diego_bbs::DEFAULT_MAX_INSTANCES_PER_LRP)]
+    max_instances_per_lrp: i32,
+    /// The most records one request may name.
+    #[arg(long, default_value_t = diego_bbs::DEFAULT_MAX_RECORDS_PER_REQUEST)]
+    max_records_per_request: usize,
+    /// An event subscriber whose buffer stays full this long is cut off (it may resume).
+    #[arg(long, default_value = "10s", value_parser = crate::cell::parse_duration)]
+    subscriber_stall_timeout: Duration,
+    /// After SIGTERM, how long requests in flight may take before the BBS stops anyway.
+    #[arg(long, default_value = "3s", value_parser = crate::cell::parse_duration)]
+    shutdown_grace: Duration,
 }
 
 impl BbsTuning {
     fn apply(&self, config: &mut diego_bbs::Config) {
         config.restart_policy.backoff_min = self.crash_backoff_min;
+        config.max_instances_per_lrp = self.max_instances_per_lrp;
+        config.max_records_per_request = self.max_records_per_request;
+        config.subscriber_stall_timeout = self.subscriber_stall_timeout;
+        config.shutdown_grace = self.shutdown_grace;
     }
 }
 
@@ -56,8 +75,11 @@ pub struct DevArgs {
     /// Address the BBS API listens on.
     #[arg(long, default_value = "127.0.0.1:8889")]
     listen: SocketAddr,
-    /// Keep the data directory when stopping (default: a fresh temporary one each run).
-    #[arg(long)]
+    /// Use a throwaway data directory, deleted on stop (default: keep it in `.diego`).
+    #[arg(long, conflicts_with = "data_dir")]
+    ephemeral: bool,
+    /// Kept for old scripts: the data is kept by default now.
+    #[arg(long, hide = true)]
     persist: bool,
     /// How many cells to run (each needs root: containers).
     #[arg(long, default_value_t = 1)]
@@ -87,7 +109,11 @@ async fn open_store(
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let path = data_dir.join("bbs.redb");
-    let store = diego_store_redb::EmbeddedStore::open(&path)
+    let options = diego_store_redb::EmbeddedStoreOptions {
+        min_free_bytes: args.min_free_disk_mb.saturating_mul(1 << 20),
+        ..Default::default()
+    };
+    let store = diego_store_redb::EmbeddedStore::open_with(&path, options)
         .await
         .with_context(|| format!("cannot open the embedded store at {}", path.display()))?;
     tracing::info!(path = %path.display(), "store: embedded");
@@ -141,10 +167,10 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let temp;
-    let data_dir = match (&args.store.data_dir, args.persist) {
+    let data_dir = match (&args.store.data_dir, args.ephemeral) {
         (Some(dir), _) => dir.clone(),
-        (None, true) => PathBuf::from(".diego"),
-        (None, false) => {
+        (None, false) => PathBuf::from(".diego"),
+        (None, true) => {
             temp = tempfile::Builder::new()
                 .prefix("diego-dev-")
                 .tempdir()
@@ -251,19 +277,37 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             " (not root: no containers)".into()
         },
         store = if args.store.etcd.is_empty() {
-            format!("embedded, {}", data_dir.join("bbs").display())
+            format!(
+                "embedded, {} ({})",
+                data_dir.join("bbs").display(),
+                if args.ephemeral {
+                    "deleted on stop"
+                } else {
+                    "kept; --ephemeral for a throwaway one"
+                }
+            )
         } else {
             format!("etcd {}", args.store.etcd.join(","))
         },
     );
-    for task in cell_tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "a cell stopped"),
-            Err(e) => tracing::error!(error = %e, "a cell panicked"),
-        }
-    }
     shutdown.cancelled().await;
+    // Cells evacuate (briefly: there is nowhere to go) and destroy their containers; a stuck
+    // one does not hold the stop up for long.
+    let cells_done = async {
+        for task in cell_tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "a cell stopped"),
+                Err(e) => tracing::error!(error = %e, "a cell panicked"),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), cells_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("cells did not stop within 5 s; stopping anyway");
+    }
     brain.abort();
     bbs_shutdown.cancel();
     bbs.await

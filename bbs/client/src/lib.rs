@@ -533,6 +533,18 @@ async fn decode_response<Resp: DeserializeOwned>(
     })
 }
 
+/// The event a BBS ends a stream with when it cuts off a subscriber that fell behind.
+pub const CUT_OFF_EVENT: &str = "cut_off";
+
+/// The data of a [`CUT_OFF_EVENT`].
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct CutOff {
+    /// Resume after this event id (`Last-Event-ID`) to miss nothing.
+    pub resume_after: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// Parsed server-sent events of one connection.
 type EventBytes = BoxStream<'static, std::result::Result<eventsource_stream::Event, String>>;
 
@@ -635,6 +647,17 @@ impl Subscription {
                 Some(Ok(sse)) if sse.event == "error" => {
                     self.current = None;
                     self.backoff(&sse.data).await;
+                }
+                // The BBS cut this subscriber off for falling behind: resume at once. Our own
+                // last id is exact; the one the BBS names serves a subscriber that got nothing.
+                Some(Ok(sse)) if sse.event == CUT_OFF_EVENT => {
+                    self.current = None;
+                    if self.last_event_id.is_none() {
+                        self.last_event_id = serde_json::from_str::<CutOff>(&sse.data)
+                            .ok()
+                            .map(|c| c.resume_after);
+                    }
+                    tracing::debug!(data = %sse.data, "cut off by the BBS for falling behind; resuming");
                 }
                 Some(Ok(sse)) => {
                     let event: Event =

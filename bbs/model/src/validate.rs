@@ -101,6 +101,13 @@ impl Problems {
         });
     }
 
+    /// A list of records a request names: at most `max` of them.
+    pub fn records(&mut self, field: &str, count: usize, max: usize) {
+        self.check(count <= max, || {
+            format!("{field} names {count} records, more than the limit of {max} per request")
+        });
+    }
+
     /// Fails with InvalidRecord naming every problem, or succeeds when there are none.
     pub fn into_record_result(self, what: &str) -> Result<(), BbsError> {
         self.into_result(|m| BbsError::invalid_record(format!("invalid {what}: {m}")))

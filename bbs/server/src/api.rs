@@ -274,6 +274,32 @@ fn events_route(
             families: families.to_vec(),
             cell_id,
         };
+        let Ok(permit) = bbs.subscribers.clone().try_acquire_owned() else {
+            return error_response(BbsError::new(
+                ErrorType::Unavailable,
+                format!(
+                    "too many event subscribers (the limit is {}); try again later",
+                    bbs.config().max_subscribers
+                ),
+            ));
+        };
+        // Where this stream starts, for a subscriber cut off before it got any event: every
+        // event of the current revision is one it need not see.
+        let start = match after {
+            Some(after) => after,
+            None => match bbs.store().revision().await {
+                Ok(revision) => EventId {
+                    revision,
+                    position: u32::MAX,
+                },
+                Err(e) => {
+                    return error_response_with(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        crate::db::read_error(e),
+                    );
+                }
+            },
+        };
         let stream = match events::subscribe(bbs.store().as_ref(), after, filter).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -286,20 +312,40 @@ fn events_route(
             }
         };
         let shutdown = bbs.shutdown.clone();
-        let sse = stream.take_until(shutdown.cancelled_owned()).map(
-            |item| -> Result<SseEvent, Infallible> {
-                Ok(match item {
-                    Ok((id, event)) => SseEvent::default()
-                        .id(id.to_string())
-                        .event(event.name())
-                        .json_data(&event)
-                        .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string())),
-                    // The watch broke (the store went away): say so; the client reconnects with its
-                    // last id and misses nothing.
-                    Err(e) => SseEvent::default().event("error").data(e.to_string()),
-                })
-            },
-        );
+        let config = bbs.config();
+        let sse = events::bounded(
+            stream,
+            start,
+            config.subscriber_buffer,
+            config.subscriber_stall_timeout,
+            shutdown.clone(),
+            permit,
+        )
+        .take_until(shutdown.cancelled_owned())
+        .map(|item| -> Result<SseEvent, Infallible> {
+            Ok(match item {
+                events::Delivery::Event(id, event) => SseEvent::default()
+                    .id(id.to_string())
+                    .event(event.name())
+                    .json_data(&event)
+                    .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string())),
+                // The watch broke (the store went away): say so; the client reconnects with its
+                // last id and misses nothing.
+                events::Delivery::Error(e) => {
+                    SseEvent::default().event("error").data(e.to_string())
+                }
+                events::Delivery::CutOff {
+                    resume_after,
+                    reason,
+                } => SseEvent::default()
+                    .event(events::CUT_OFF_EVENT)
+                    .json_data(serde_json::json!({
+                        "resume_after": resume_after.to_string(),
+                        "reason": reason,
+                    }))
+                    .unwrap_or_else(|e| SseEvent::default().event("error").data(e.to_string())),
+            })
+        });
         Sse::new(sse)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response()
@@ -448,6 +494,11 @@ fn routes() -> Vec<Route> {
             "List actual LRPs of several process guids",
             |bbs: Shared, req: ActualLrpsByProcessGuidsRequest| async move {
                 let mut p = diego_model::validate::Problems::new();
+                p.records(
+                    "process_guids",
+                    req.process_guids.len(),
+                    bbs.config().max_records_per_request,
+                );
                 for guid in &req.process_guids {
                     p.guid("process_guids[]", guid);
                 }

@@ -81,14 +81,20 @@ impl Db {
     /// delete is gone it did commit; otherwise the caller gets a `Timeout` error that says the
     /// write may still be applied — never a clean failure.
     pub async fn commit(&self, txn: Txn) -> Result<bool, BbsError> {
+        Ok(self.commit_at(txn).await?.is_some())
+    }
+
+    /// Like [`Db::commit`], answering the revision the transaction committed at (`None` when a
+    /// compare failed), so that later writes can be guarded by "unchanged since".
+    pub async fn commit_at(&self, txn: Txn) -> Result<Option<Revision>, BbsError> {
         let ops = txn.ops.clone();
         match self.store.txn(txn).await {
-            Ok(TxnOutcome::Committed { .. }) => Ok(true),
-            Ok(TxnOutcome::CompareFailed) => Ok(false),
+            Ok(TxnOutcome::Committed { revision }) => Ok(Some(revision)),
+            Ok(TxnOutcome::CompareFailed) => Ok(None),
             Err(StoreError::OutcomeUnknown(why)) => {
-                if self.writes_visible(&ops).await {
+                if let Some(revision) = self.writes_visible(&ops).await {
                     tracing::warn!(%why, "write timed out but is visible on re-read: treating it as committed");
-                    Ok(true)
+                    Ok(Some(revision))
                 } else {
                     Err(BbsError::new(
                         ErrorType::Timeout,
@@ -102,22 +108,24 @@ impl Db {
         }
     }
 
-    async fn writes_visible(&self, ops: &[Op]) -> bool {
+    /// `Some(revision)` when every put of `ops` is there and every delete gone: the write
+    /// landed (at the revision of its puts; for deletes only, the current store revision).
+    async fn writes_visible(&self, ops: &[Op]) -> Option<Revision> {
+        let mut landed = None;
         for op in ops {
-            let current = match self.store.get(op.key()).await {
-                Ok(current) => current,
-                Err(_) => return false,
-            };
-            let visible = match (op, current) {
-                (Op::Put { value, .. }, Some(kv)) => kv.value == *value,
-                (Op::Delete { .. }, None) => true,
-                _ => false,
-            };
-            if !visible {
-                return false;
+            let current = self.store.get(op.key()).await.ok()?;
+            match (op, current) {
+                (Op::Put { value, .. }, Some(kv)) if kv.value == *value => {
+                    landed = Some(kv.mod_revision)
+                }
+                (Op::Delete { .. }, None) => {}
+                _ => return None,
             }
         }
-        true
+        match landed {
+            Some(revision) => Some(revision),
+            None => self.store.revision().await.ok(),
+        }
     }
 }
 

@@ -205,6 +205,109 @@ pub async fn subscribe(
     }))
 }
 
+/// The event a stream ends with when its subscriber is cut off for falling behind. Its data is
+/// `{"resume_after": "<event id>", "reason": "..."}`: reconnecting with that id as
+/// `Last-Event-ID` misses nothing.
+pub const CUT_OFF_EVENT: &str = "cut_off";
+
+/// What one subscriber's stream yields.
+// One at a time, moved straight into the SSE encoder: boxing the event would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
+pub enum Delivery {
+    Event(EventId, Event),
+    /// The watch broke (the store went away).
+    Error(BbsError),
+    /// The subscriber fell behind and is cut off; resume after this id.
+    CutOff {
+        resume_after: EventId,
+        reason: String,
+    },
+}
+
+/// Serves `events` to one subscriber with bounded memory. A task reads the watch into a
+/// channel of `buffer` events; when the subscriber does not take a single event for `stall`
+/// while the channel is full, it is cut off: the watch is dropped, the buffered events are
+/// freed, and the stream ends with [`Delivery::CutOff`] naming the last event it delivered (or
+/// `start`, where it began, when it delivered none). So a stalled client holds neither the
+/// store's watch nor an unbounded queue. The task also ends when the subscriber goes away or
+/// `shutdown` is cancelled; `permit` (its slot among the subscribers) is released with it.
+pub fn bounded<S, P>(
+    events: S,
+    start: EventId,
+    buffer: usize,
+    stall: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+    permit: P,
+) -> impl Stream<Item = Delivery> + Send + 'static
+where
+    S: Stream<Item = Result<(EventId, Event), BbsError>> + Send + 'static,
+    P: Send + 'static,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+    use tokio::sync::mpsc::{self, error::SendTimeoutError};
+
+    type Item = Result<(EventId, Event), BbsError>;
+    let (tx, rx) = mpsc::channel::<Item>(buffer.max(1));
+    // Shared so that the reader can free the buffered events at cut-off; the lock is only ever
+    // held for a poll or a drain, never across an await.
+    let rx = Arc::new(Mutex::new(rx));
+    let cut = Arc::new(AtomicBool::new(false));
+    let (reader_rx, reader_cut) = (rx.clone(), cut.clone());
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut events = std::pin::pin!(events);
+        loop {
+            let item = tokio::select! {
+                item = events.next() => item,
+                () = tx.closed() => return,
+                () = shutdown.cancelled() => return,
+            };
+            let Some(item) = item else { return };
+            match tx.send_timeout(item, stall).await {
+                Ok(()) => {}
+                Err(SendTimeoutError::Closed(_)) => return,
+                Err(SendTimeoutError::Timeout(_)) => {
+                    reader_cut.store(true, Ordering::SeqCst);
+                    let mut rx = reader_rx.lock().unwrap_or_else(PoisonError::into_inner);
+                    rx.close();
+                    while rx.try_recv().is_ok() {}
+                    tracing::info!(?stall, buffer, "event subscriber fell behind; cut off");
+                    return;
+                }
+            }
+        }
+    });
+    let reason = format!(
+        "the subscriber did not read for {stall:?} with {buffer} events waiting; resume after resume_after"
+    );
+    futures::stream::unfold((rx, cut, start, false), move |(rx, cut, last, done)| {
+        let reason = reason.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let next = std::future::poll_fn(|cx| {
+                rx.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .poll_recv(cx)
+            })
+            .await;
+            let cut_off = || Delivery::CutOff {
+                resume_after: last,
+                reason: reason.clone(),
+            };
+            match next {
+                _ if cut.load(Ordering::SeqCst) => Some((cut_off(), (rx, cut, last, true))),
+                Some(Ok((id, event))) => Some((Delivery::Event(id, event), (rx, cut, id, false))),
+                Some(Err(e)) => Some((Delivery::Error(e), (rx, cut, last, false))),
+                None => None,
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,13 @@ pub fn actuals_of(process_guid: &str) -> String {
     format!("{ACTUAL}{process_guid}/")
 }
 
+/// Ten prefixes that split the instance rows of one LRP by the first digit of the index, so
+/// that a large LRP can be read a tenth (or less) at a time: indices are not zero-padded.
+pub fn actuals_of_shards(process_guid: &str) -> impl Iterator<Item = String> + use<> {
+    let base = actuals_of(process_guid);
+    (0..10).map(move |digit| format!("{base}{digit}"))
+}
+
 pub fn actual(process_guid: &str, index: i32, presence: Presence) -> String {
     format!("{ACTUAL}{process_guid}/{index}/{}", presence.as_str())
 }
@@ -117,6 +124,13 @@ mod tests {
             "desired records sort first"
         );
         assert!(actual("a", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
+        for index in [0, 7, 10, 99_999, i32::MAX] {
+            let key = actual("a", index, Presence::Ordinary);
+            let shards = actuals_of_shards("a")
+                .filter(|s| key.starts_with(s))
+                .count();
+            assert_eq!(shards, 1, "{key} is in exactly one shard");
+        }
         assert!(!actual("ab", 3, Presence::Ordinary).starts_with(&actuals_of("a")));
         assert_eq!(family(&presence("cell-1")), Some(Family::Presence));
         assert_eq!(family("/other"), None);

@@ -9,6 +9,7 @@
 //! Layers: `api` decodes and validates → the `Bbs` methods (in `lrps`, `evacuation`, `tasks`,
 //! `presence`) apply the state machines → `db` writes with compare-and-swap → `diego_store`.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use diego_store::Store;
 use tokio_util::sync::CancellationToken;
 
 mod api;
+mod bulk;
 mod convergence;
 mod db;
 mod evacuation;
@@ -32,6 +34,11 @@ pub use api::{openapi, router};
 pub use convergence::ConvergenceConfig;
 pub use events::EventId;
 pub use policy::{MAX_POLICY_BODY_BYTES, validate_policy};
+
+/// The default of [`Config::max_instances_per_lrp`].
+pub const DEFAULT_MAX_INSTANCES_PER_LRP: i32 = 100_000;
+/// The default of [`Config::max_records_per_request`].
+pub const DEFAULT_MAX_RECORDS_PER_REQUEST: usize = 10_000;
 
 /// How the BBS behaves. `Default` gives Diego's defaults.
 #[derive(Debug, Clone)]
@@ -52,6 +59,22 @@ pub struct Config {
     pub http_timeout: Duration,
     /// When convergence acts on stale records.
     pub convergence: ConvergenceConfig,
+    /// The most instances one DesiredLRP may ask for; a desire or scale above it is refused
+    /// (400) with a message naming the limit. Bounds the work and the memory of one request.
+    pub max_instances_per_lrp: i32,
+    /// The most records one request may name (e.g. the `process_guids` of a listing filter).
+    pub max_records_per_request: usize,
+    /// Events buffered for one subscriber that is not reading. When the buffer stays full for
+    /// [`Config::subscriber_stall_timeout`] the subscriber is cut off: its stream ends with a
+    /// `cut_off` event naming the id to resume after, so a stalled client costs bounded memory.
+    pub subscriber_buffer: usize,
+    pub subscriber_stall_timeout: Duration,
+    /// The most event subscribers served at once; more are refused with 503.
+    pub max_subscribers: usize,
+    /// After a shutdown signal, how long requests in flight may take to finish before the
+    /// server stops anyway. Writes are acknowledged only once durable, so cutting a request
+    /// short loses nothing acknowledged; what it left half done the converger finishes.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -64,6 +87,12 @@ impl Default for Config {
             restart_policy: RestartPolicy::default(),
             http_timeout: Duration::from_secs(10),
             convergence: ConvergenceConfig::default(),
+            max_instances_per_lrp: DEFAULT_MAX_INSTANCES_PER_LRP,
+            max_records_per_request: DEFAULT_MAX_RECORDS_PER_REQUEST,
+            subscriber_buffer: 4096,
+            subscriber_stall_timeout: Duration::from_secs(10),
+            max_subscribers: 1024,
+            shutdown_grace: Duration::from_secs(3),
         }
     }
 }
@@ -88,6 +117,8 @@ pub struct Bbs {
     external: external::External,
     /// Background work (completion callbacks, rep calls) stops with this.
     shutdown: CancellationToken,
+    /// Event subscribers being served, against [`Config::max_subscribers`].
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Bbs {
@@ -105,11 +136,13 @@ impl Bbs {
             config.http_timeout,
             store.clone(),
         );
+        let subscribers = Arc::new(tokio::sync::Semaphore::new(config.max_subscribers.max(1)));
         Arc::new(Self {
             db: db::Db::new(store),
             config,
             external,
             shutdown,
+            subscribers,
         })
     }
 
@@ -146,12 +179,26 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(Error::Serve)?;
+    let grace = config.shutdown_grace;
     let bbs = Bbs::with_shutdown(store, config, shutdown.child_token());
     tracing::info!(%addr, "bbs listening");
-    axum::serve(listener, router(bbs))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(Error::Serve)
+    let server = axum::serve(listener, router(bbs))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // Graceful shutdown waits for every request in flight; a long one (a large desire or
+    // removal) must not hold the process past the grace period. Large requests also stop by
+    // themselves between batches once `shutdown` is cancelled (see `bulk`).
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(Error::Serve),
+        () = deadline => {
+            tracing::warn!(?grace, "requests still in flight after the grace period; stopping anyway (their acknowledged writes are durable)");
+            Ok(())
+        }
+    }
 }
 
 /// Now, in ns since the epoch.

@@ -14,7 +14,7 @@ use crate::db::{Versioned, encode, with_retries};
 use crate::{Bbs, BbsResult, keys, new_guid, now};
 
 /// The most store operations put in one transaction (etcd refuses more than 128 by default).
-const OPS_PER_TXN: i32 = 100;
+pub(crate) const OPS_PER_TXN: i32 = 100;
 
 impl Bbs {
     // ---- desired LRPs ----
@@ -32,6 +32,13 @@ impl Bbs {
             #[serde(default)]
             domain: String,
         }
+        let mut p = diego_model::validate::Problems::new();
+        p.records(
+            "process_guids",
+            req.process_guids.len(),
+            self.config.max_records_per_request,
+        );
+        p.into_request_result()?;
         let wanted: BTreeSet<&str> = req.process_guids.iter().map(String::as_str).collect();
         let records = self.db.list_json(keys::DESIRED).await?;
         if req.domain.is_empty() && wanted.is_empty() {
@@ -62,44 +69,57 @@ impl Bbs {
             .collect())
     }
 
+    /// Refuses an instance count above the configured limit, naming it.
+    pub(crate) fn check_instances(&self, instances: i32) -> BbsResult<()> {
+        let max = self.config.max_instances_per_lrp;
+        if instances > max {
+            return Err(BbsError::invalid_request(format!(
+                "instances is {instances}, more than the limit of {max} instances per LRP (the BBS's --max-instances-per-lrp)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Stores a new DesiredLRP and creates its UNCLAIMED instances. The record and its first
-    /// instances go in one transaction, so a desire is one commit in the common case.
+    /// instances go in one transaction, so a small desire is one commit; the rest follow in
+    /// bounded batches guarded by the record's revision (see `bulk`). A desire cut short leaves
+    /// the record, whose missing instances convergence creates.
     pub async fn desire_lrp(&self, mut lrp: DesiredLrp) -> BbsResult<()> {
         lrp.validate()?;
+        self.check_instances(lrp.instances)?;
         lrp.modification_tag = ModificationTag::new(new_guid());
         let key = keys::desired(&lrp.process_guid);
         let desired = Txn::new()
             .when(Compare::absent(&key))
             .then(Op::put(&key, encode(&lrp)?));
         let first = 0..lrp.instances.min(OPS_PER_TXN - 1);
-        let rest = first.end..lrp.instances;
         let exists =
             || BbsError::exists(format!("desired LRP {:?} already exists", lrp.process_guid));
-        if self
-            .db
-            .commit(self.with_unclaimed(desired.clone(), &lrp, first.clone())?)
-            .await?
-        {
-            self.external.request_lrp_auctions(&lrp, first.collect());
-            self.create_unclaimed(&lrp, rest).await?;
-        } else {
+        let with_first = self.with_unclaimed(desired.clone(), &lrp, first.clone())?;
+        let (revision, rest) = match self.db.commit_at(with_first).await? {
+            Some(revision) => {
+                self.external
+                    .request_lrp_auctions(&lrp, first.clone().collect());
+                (revision, first.end..lrp.instances)
+            }
             // Either the LRP exists, or an instance row is left from an earlier LRP of this
             // guid (being retired): store the record alone and create what is missing.
-            if !self.db.commit(desired).await? {
-                return Err(exists());
-            }
-            self.create_unclaimed(&lrp, 0..lrp.instances).await?;
-        }
+            None => match self.db.commit_at(desired).await? {
+                Some(revision) => (revision, 0..lrp.instances),
+                None => return Err(exists()),
+            },
+        };
+        self.create_instances(&lrp, revision, rest).await?;
         tracing::info!(process_guid = %lrp.process_guid, instances = lrp.instances, "desired LRP created");
         Ok(())
     }
 
     /// Adds "create UNCLAIMED instance i if absent" for each index to `txn`.
-    fn with_unclaimed(
+    pub(crate) fn with_unclaimed(
         &self,
         mut txn: Txn,
         lrp: &DesiredLrp,
-        indices: std::ops::Range<i32>,
+        indices: impl IntoIterator<Item = i32>,
     ) -> BbsResult<Txn> {
         for index in indices {
             let key = keys::actual(&lrp.process_guid, index, Presence::Ordinary);
@@ -115,44 +135,12 @@ impl Bbs {
         Ok(txn)
     }
 
-    /// Creates UNCLAIMED instances for the indices that have no ORDINARY row, and asks for their
-    /// auction. Indices go in chunks of one transaction each; a chunk where some instance
-    /// already exists (a racing creator) is redone index by index, leaving those alone.
-    pub(crate) async fn create_unclaimed(
-        &self,
-        lrp: &DesiredLrp,
-        indices: std::ops::Range<i32>,
-    ) -> BbsResult<()> {
-        let mut created = Vec::new();
-        let mut start = indices.start;
-        while start < indices.end {
-            let chunk = start..(start.saturating_add(OPS_PER_TXN)).min(indices.end);
-            start = chunk.end;
-            if self
-                .db
-                .commit(self.with_unclaimed(Txn::new(), lrp, chunk.clone())?)
-                .await?
-            {
-                created.extend(chunk);
-                continue;
-            }
-            for index in chunk {
-                if self
-                    .db
-                    .commit(self.with_unclaimed(Txn::new(), lrp, index..index + 1)?)
-                    .await?
-                {
-                    created.push(index);
-                }
-            }
-        }
-        self.external.request_lrp_auctions(lrp, created);
-        Ok(())
-    }
-
     pub async fn update_desired_lrp(&self, req: UpdateDesiredLrpRequest) -> BbsResult<()> {
         req.validate()?;
-        let (before, after) = with_retries("update desired LRP", || async {
+        if let Some(instances) = req.update.instances {
+            self.check_instances(instances)?;
+        }
+        let (before, after, revision) = with_retries("update desired LRP", || async {
             let current = self.desired_lrp(&req.process_guid).await?;
             if let Some(expected) = &req.expected_modification_tag
                 && *expected != current.record.modification_tag
@@ -164,7 +152,7 @@ impl Bbs {
             }
             let mut updated = current.record.clone();
             if !updated.apply(&req.update) {
-                return Ok(Some((current.record.clone(), updated)));
+                return Ok(Some((current.record.clone(), updated, current.revision)));
             }
             updated.modification_tag.increment();
             let key = keys::desired(&req.process_guid);
@@ -173,50 +161,126 @@ impl Bbs {
                 .then(Op::put(&key, encode(&updated)?));
             Ok(self
                 .db
-                .commit(txn)
+                .commit_at(txn)
                 .await?
-                .then(|| (current.record.clone(), updated)))
+                .map(|revision| (current.record.clone(), updated, revision)))
         })
         .await?;
         if after.instances > before.instances {
-            self.create_unclaimed(&after, before.instances..after.instances)
+            self.create_instances(&after, revision, before.instances..after.instances)
                 .await?;
-        } else if after.instances < before.instances {
-            for index in after.instances..before.instances {
-                let key = ActualLrpKey::new(&after.process_guid, index, &after.domain);
-                if let Err(e) = self.retire_actual_lrp(&key).await
-                    && e.kind != ErrorType::ResourceNotFound
-                {
-                    tracing::warn!(process_guid = %key.process_guid, index, error = %e, "cannot retire extra instance; the converger will");
-                }
-            }
+        } else if req.update.instances.is_some() {
+            // Also when the count did not change: a scale-down cut short is finished by
+            // repeating it.
+            self.retire_instances(&after.process_guid, after.instances)
+                .await?;
         }
         Ok(())
     }
 
-    /// Removes a DesiredLRP and retires all its instances.
+    /// Removes a DesiredLRP and retires all its instances, leaving none behind even when cut
+    /// short. A small LRP goes in one transaction (the record and its idle instances). A large
+    /// one is first set to zero instances — so creators and convergence stop making instances —
+    /// then its instances are retired in batches, and only then is the record deleted: until
+    /// that moment a repeated removal finds the record and finishes the job.
     pub async fn remove_desired_lrp(&self, process_guid: &str) -> BbsResult<()> {
-        with_retries("remove desired LRP", || async {
-            let current = self.desired_lrp(process_guid).await?;
+        const ROUNDS: usize = 4;
+        for _ in 0..ROUNDS {
+            let Some(current) = self
+                .db
+                .read::<DesiredLrp>(&keys::desired(process_guid))
+                .await?
+            else {
+                // Nothing desired: instances left by an older BBS's interrupted removal would
+                // be orphans that convergence retires only in fresh domains. Retire them here.
+                let retired = self.retire_instances(process_guid, 0).await?;
+                let mut message = format!("desired LRP {process_guid:?} not found");
+                if retired.deleted + retired.stopping > 0 {
+                    message.push_str(&format!(
+                        " (retired {} instance(s) left without it)",
+                        retired.deleted + retired.stopping
+                    ));
+                }
+                return Err(BbsError::not_found(message));
+            };
+            if let Some(done) = self.remove_small(&current).await? {
+                if done {
+                    tracing::info!(%process_guid, "desired LRP removed");
+                    return Ok(());
+                }
+                continue;
+            }
             let key = keys::desired(process_guid);
+            let at_zero = if current.record.instances == 0 {
+                current.revision
+            } else {
+                let mut zero = current.record.clone();
+                zero.instances = 0;
+                zero.modification_tag.increment();
+                let txn = Txn::new()
+                    .when(Compare::unchanged(&key, current.revision))
+                    .then(Op::put(&key, encode(&zero)?));
+                match self.db.commit_at(txn).await? {
+                    Some(revision) => revision,
+                    None => continue,
+                }
+            };
+            self.retire_instances(process_guid, 0).await?;
             let txn = Txn::new()
-                .when(Compare::unchanged(&key, current.revision))
+                .when(Compare::unchanged(&key, at_zero))
                 .then(Op::delete(&key));
-            Ok(self.db.commit(txn).await?.then_some(()))
-        })
-        .await?;
-        tracing::info!(%process_guid, "desired LRP removed");
-        let actuals: Vec<Versioned<ActualLrp>> =
-            self.db.list(&keys::actuals_of(process_guid)).await?;
-        for actual in actuals
-            .iter()
-            .filter(|a| a.record.presence == Presence::Ordinary)
-        {
-            if let Err(e) = self.retire_actual_lrp(&actual.record.key()).await {
-                tracing::warn!(%process_guid, index = actual.record.index, error = %e, "cannot retire instance; the converger will");
+            if self.db.commit(txn).await? {
+                tracing::info!(%process_guid, "desired LRP removed");
+                return Ok(());
             }
         }
-        Ok(())
+        Err(BbsError::conflict(format!(
+            "remove desired LRP {process_guid:?}: the record kept changing under {ROUNDS} attempts; try again"
+        )))
+    }
+
+    /// Removes a DesiredLRP with few instance rows in one transaction with its idle rows, then
+    /// has the reps stop its running instances. `None` when it has too many rows for that;
+    /// `Some(false)` when something changed meanwhile (the caller retries).
+    async fn remove_small(&self, current: &Versioned<DesiredLrp>) -> BbsResult<Option<bool>> {
+        let process_guid = current.record.process_guid.as_str();
+        // Rows beyond the instance count (extra, suspect, evacuating) are few: a large LRP is
+        // known to be large without listing it.
+        if current.record.instances >= OPS_PER_TXN / 2 {
+            return Ok(None);
+        }
+        let rows: Vec<Versioned<ActualLrp>> = self.db.list(&keys::actuals_of(process_guid)).await?;
+        if rows.len() >= OPS_PER_TXN as usize {
+            return Ok(None);
+        }
+        let key = keys::desired(process_guid);
+        let mut txn = Txn::new()
+            .when(Compare::unchanged(&key, current.revision))
+            .then(Op::delete(&key));
+        let mut running = Vec::new();
+        for row in &rows {
+            let lrp = &row.record;
+            let runs_on_live_cell =
+                matches!(lrp.state, ActualLrpState::Claimed | ActualLrpState::Running)
+                    && self.cell(&lrp.cell_id).await?.is_some();
+            if runs_on_live_cell && lrp.presence == Presence::Ordinary {
+                running.push(lrp.key());
+            } else if !runs_on_live_cell {
+                let row_key = keys::actual(&lrp.process_guid, lrp.index, lrp.presence);
+                txn = txn
+                    .when(Compare::unchanged(&row_key, row.revision))
+                    .then(Op::delete(row_key));
+            }
+        }
+        if !self.db.commit(txn).await? {
+            return Ok(Some(false));
+        }
+        for key in running {
+            if let Err(e) = self.retire_actual_lrp(&key).await {
+                tracing::warn!(%process_guid, index = key.index, error = %e, "cannot retire instance; the converger will");
+            }
+        }
+        Ok(Some(true))
     }
 
     // ---- actual LRPs ----

@@ -59,6 +59,9 @@ mod writer;
 
 use writer::{Command, Committed, Message, Outcome};
 
+/// The default of [`EmbeddedStoreOptions::min_free_bytes`]: 512 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 512 * 1024 * 1024;
+
 /// Tuning of an [`EmbeddedStore`]. The defaults suit a BBS.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStoreOptions {
@@ -86,6 +89,12 @@ pub struct EmbeddedStoreOptions {
     /// instant rather than a walk of the whole file. Off by default: it costs 10-40% of write
     /// throughput, while the walk takes about a second for 200k keys (measured).
     pub quick_repair: bool,
+    /// Writes that add data are refused (with [`StoreError::Unavailable`] naming the free space)
+    /// while the file's filesystem has less than this many bytes available, so the store never
+    /// fills its disk (redb cannot commit on a full disk, and the BBS beside it cannot log).
+    /// Deletes and lease renewals still go through: they are how space is won back. Zero
+    /// disables the check.
+    pub min_free_bytes: u64,
 }
 
 impl Default for EmbeddedStoreOptions {
@@ -97,8 +106,9 @@ impl Default for EmbeddedStoreOptions {
             max_batch: 1024,
             group_linger: Duration::from_micros(200),
             watch_buffer: 256,
-            cache_bytes: 256 * 1024 * 1024,
+            cache_bytes: 64 * 1024 * 1024,
             quick_repair: false,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -292,6 +302,8 @@ impl EmbeddedStore {
             max_batch_bytes: options.max_value_bytes.max(64 * 1024 * 1024),
             quick_repair: options.quick_repair,
             linger: options.group_linger,
+            path: path.clone(),
+            min_free_bytes: options.min_free_bytes,
         };
         let stats = Arc::new(writer::Stats::default());
         let (sender, handle) = writer::spawn(

@@ -30,6 +30,9 @@ pub(crate) const FORMAT: i64 = 1;
 
 /// Revisions a catching-up watch reads from the change log at a time, to bound its memory.
 pub(crate) const REPLAY_CHUNK: i64 = 1024;
+/// ... and at most about this many bytes of logged events (at least one revision), since one
+/// revision may hold a hundred records.
+pub(crate) const REPLAY_CHUNK_BYTES: usize = 1024 * 1024;
 
 fn meta(tx: &ReadTransaction, name: &str) -> Result<i64, EmbeddedStoreError> {
     let table = tx.open_table(META)?;
@@ -93,13 +96,19 @@ pub(crate) fn replay(
             oldest: compacted + 1,
         });
     }
-    let through = current.min(after.saturating_add(REPLAY_CHUNK));
+    let mut through = current.min(after.saturating_add(REPLAY_CHUNK));
     let mut events = Vec::new();
     if through > after {
         let table = tx.open_table(CHANGES)?;
+        let mut bytes = 0;
         for entry in table.range((after + 1)..=through)? {
-            let (_, value) = entry?;
+            let (revision, value) = entry?;
+            bytes += value.value().len();
             events.extend(codec::decode_events(value.value(), prefix)?);
+            if bytes >= REPLAY_CHUNK_BYTES {
+                through = revision.value();
+                break;
+            }
         }
     }
     Ok(Replay {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::debug;
 
-use crate::writer::Committed;
+use crate::writer::{Committed, Group};
 use crate::{EmbeddedStoreError, Inner, blocking, schema};
 
 pub(crate) async fn watch(
@@ -93,7 +93,14 @@ impl Watcher {
             }
             match self.live.recv().await {
                 Ok(committed) => {
-                    for rev in committed.iter() {
+                    let revisions = match committed.as_ref() {
+                        Group::Events(revisions) => revisions,
+                        Group::InLog { through } => {
+                            self.catching_up = *through > self.last;
+                            continue;
+                        }
+                    };
+                    for rev in revisions {
                         if rev.revision <= self.last {
                             continue;
                         }

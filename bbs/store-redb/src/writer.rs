@@ -85,8 +85,31 @@ pub(crate) struct RevisionEvents {
     pub events: Vec<WatchEvent>,
 }
 
-/// The revisions one batch committed, broadcast to live watches in one message.
-pub(crate) type Committed = Arc<Vec<RevisionEvents>>;
+/// What one committed batch tells live watches.
+#[derive(Debug)]
+pub(crate) enum Group {
+    /// The events of the revisions the batch committed.
+    Events(Vec<RevisionEvents>),
+    /// The batch was too large to keep in the broadcast ring (which holds its last messages
+    /// for as long as any watch has not read them, so a stalled watch would pin
+    /// `watch_buffer` large groups): read the revisions up to `through` from the change log.
+    InLog { through: Revision },
+}
+
+/// A committed batch, broadcast to live watches in one message.
+pub(crate) type Committed = Arc<Group>;
+
+/// The most event bytes one broadcast message carries; a larger batch is announced as
+/// [`Group::InLog`]. Bounds the ring to `watch_buffer` × this.
+pub(crate) const MAX_BROADCAST_BYTES: usize = 64 * 1024;
+
+fn event_bytes(revisions: &[RevisionEvents]) -> usize {
+    revisions
+        .iter()
+        .flat_map(|r| &r.events)
+        .map(|e| e.kv.key.len() + e.kv.value.len() + e.prev.as_ref().map_or(0, |p| p.value.len()))
+        .sum()
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct WriterConfig {
@@ -97,6 +120,10 @@ pub(crate) struct WriterConfig {
     pub quick_repair: bool,
     /// How long a group may wait for stragglers (see `Writer::run`).
     pub linger: Duration,
+    /// The store file, whose filesystem's free space is checked before writes.
+    pub path: std::path::PathBuf,
+    /// See `EmbeddedStoreOptions::min_free_bytes`.
+    pub min_free_bytes: u64,
 }
 
 /// The counters and leases of the file, as read at open.
@@ -269,6 +296,7 @@ impl Writer {
                 }
                 continue;
             }
+            let batch = self.refuse_when_disk_full(batch);
             let now = now_ms();
             let due = self.due(now);
             if !batch.is_empty() || !due.is_empty() {
@@ -318,6 +346,66 @@ impl Writer {
         }
         self.last_batch = batch.len();
         (batch, false)
+    }
+
+    /// Answers the requests of `batch` that would add data with `Unavailable` when the disk is
+    /// nearly full, and keeps the rest (deletes, lease operations).
+    fn refuse_when_disk_full(&self, batch: Vec<(Command, Reply)>) -> Vec<(Command, Reply)> {
+        let adds = |command: &Command| match command {
+            Command::Txn(txn) => txn.ops.iter().any(|op| matches!(op, Op::Put { .. })),
+            // Leases are a few bytes each, and locks and presences need them.
+            Command::Grant { .. } | Command::KeepAlive(_) | Command::Revoke(_) => false,
+        };
+        if self.config.min_free_bytes == 0 || !batch.iter().any(|(c, _)| adds(c)) {
+            return batch;
+        }
+        let Some(free) = self.free_bytes() else {
+            return batch;
+        };
+        if free >= self.config.min_free_bytes {
+            return batch;
+        }
+        let mib = |bytes: u64| bytes / (1024 * 1024);
+        let why = format!(
+            "the disk of {} is nearly full: {} MiB free, below the minimum of {} MiB; nothing written (free space, or remove records)",
+            self.config.path.display(),
+            mib(free),
+            mib(self.config.min_free_bytes)
+        );
+        warn!(
+            free,
+            min = self.config.min_free_bytes,
+            "disk nearly full; refusing writes that add data"
+        );
+        let mut kept = Vec::with_capacity(batch.len());
+        for (command, reply) in batch {
+            if adds(&command) {
+                let _ = reply.send(Err(StoreError::Unavailable(why.clone())));
+            } else {
+                kept.push((command, reply));
+            }
+        }
+        kept
+    }
+
+    /// Bytes available to this process on the store file's filesystem; `None` if unknown.
+    fn free_bytes(&self) -> Option<u64> {
+        let dir = self
+            .config
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        match nix::sys::statvfs::statvfs(dir) {
+            #[allow(clippy::useless_conversion)] // the field types differ between platforms
+            Ok(stat) => Some(
+                u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size())),
+            ),
+            Err(e) => {
+                debug!(error = %e, "cannot read the free space of the store's disk");
+                None
+            }
+        }
     }
 
     /// How long to wait for requests before the next lease falls due.
@@ -396,8 +484,15 @@ impl Writer {
         }
         let revisions = staged.committed.len();
         if !staged.committed.is_empty() {
+            let group = if event_bytes(&staged.committed) > MAX_BROADCAST_BYTES {
+                Group::InLog {
+                    through: staged.revision,
+                }
+            } else {
+                Group::Events(staged.committed)
+            };
             // No receiver is not an error: nobody is watching.
-            let _ = self.events.send(Arc::new(staged.committed));
+            let _ = self.events.send(Arc::new(group));
         }
         let requests = replies.len();
         self.stats.commits.fetch_add(1, Ordering::Relaxed);

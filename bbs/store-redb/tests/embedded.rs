@@ -249,3 +249,72 @@ async fn health_names_the_file() {
     );
     assert!(member.healthy && member.leader && member.error.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nearly_full_disk_refuses_writes_that_add_data_but_not_deletes() {
+    // Any real disk has less free space than u64::MAX: the store behaves as on a full disk.
+    let (_dir, store) = open(EmbeddedStoreOptions {
+        min_free_bytes: 0,
+        ..Default::default()
+    })
+    .await;
+    store
+        .txn(Txn::new().then(Op::put("/a", "1")))
+        .await
+        .unwrap();
+    let path = store.path().to_path_buf();
+    store.close();
+    drop(store);
+    let store = EmbeddedStore::open_with(
+        &path,
+        EmbeddedStoreOptions {
+            min_free_bytes: u64::MAX,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = store
+        .txn(Txn::new().then(Op::put("/b", "2")))
+        .await
+        .unwrap_err();
+    match &err {
+        StoreError::Unavailable(why) => {
+            assert!(
+                why.contains("nearly full") && why.contains("MiB free"),
+                "{why}"
+            );
+            assert!(why.contains("nothing written"), "{why}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(store.get("/b").await.unwrap().is_none(), "nothing written");
+    // Deletes win space back, and leases keep locks alive.
+    store.txn(Txn::new().then(Op::delete("/a"))).await.unwrap();
+    assert!(store.get("/a").await.unwrap().is_none());
+    let lease = store.grant_lease(Duration::from_secs(5)).await.unwrap();
+    store.keep_alive(lease).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_group_reaches_live_watches_through_the_change_log() {
+    let (_dir, store) = open(EmbeddedStoreOptions::default()).await;
+    let mut watch = store.watch("/big/", 0).await.unwrap();
+    // One transaction far larger than a broadcast message may carry.
+    let value = vec![b'x'; 16 * 1024];
+    let mut txn = Txn::new();
+    for i in 0..64 {
+        txn = txn.then(Op::put(format!("/big/{i:03}"), value.clone()));
+    }
+    store.txn(txn).await.unwrap();
+    store
+        .txn(Txn::new().then(Op::put("/big/zz", "after")))
+        .await
+        .unwrap();
+    for i in 0..64 {
+        let event = next_event(&mut watch).await;
+        assert_eq!(event.kv.key, format!("/big/{i:03}"));
+        assert_eq!(event.kv.value.len(), value.len());
+    }
+    assert_eq!(next_event(&mut watch).await.kv.key, "/big/zz");
+}

@@ -99,6 +99,18 @@ struct Args {
     /// stored, and exit.
     #[arg(long)]
     show_records: bool,
+    /// Instead of the phases above: desire and remove one LRP of this many instances
+    /// (e.g. 100000), `--repetitions` times, on each BBS backend of `--backends`; time and peak
+    /// resident memory of a fresh process serving the BBS.
+    #[arg(long)]
+    large_lrp: Option<i32>,
+    /// Repetitions of the large-LRP rows.
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    /// (internal) Serve the BBS for the large-LRP rows in this process, on this backend, and
+    /// print the figures as JSON.
+    #[arg(long, hide = true)]
+    large_lrp_child: Option<Backend>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
@@ -1766,6 +1778,174 @@ fn summary_lines(rows: &[Measurement]) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// One large LRP: desire and remove 100,000 instances (issue 10)
+// ---------------------------------------------------------------------------------------------
+
+/// What a large-LRP child reports (as JSON on its stdout).
+#[derive(Debug)]
+struct LargeLrpFigures {
+    desire_ms: Vec<f64>,
+    remove_ms: Vec<f64>,
+    idle_rss_kb: u64,
+    peak_rss_kb: u64,
+}
+
+/// A `/proc/self/status` field in kB.
+fn own_memory_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix(field)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Runs the large-LRP rows, each backend in a fresh process so that its peak resident memory
+/// is the BBS's own (etcd's memory is etcd's process, not counted).
+fn large_lrp(backends: &[Backend], instances: i32, repetitions: usize) -> Result<()> {
+    let load_before = load_average();
+    let exe = std::env::current_exe().context("finding bbs-bench's own path")?;
+    println!(
+        "desire and remove one LRP of {instances} instances, {repetitions} times (load before: {load_before})"
+    );
+    println!(
+        "{:<14} {:>14} {:>14} {:>12} {:>12}",
+        "store", "desire median", "remove median", "idle RSS", "peak RSS"
+    );
+    for &backend in backends {
+        if !matches!(backend, Backend::Embedded | Backend::Etcd) {
+            continue;
+        }
+        let out = std::process::Command::new(&exe)
+            .arg("--large-lrp-child")
+            .arg(
+                backend
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+            )
+            .arg("--large-lrp")
+            .arg(instances.to_string())
+            .arg("--repetitions")
+            .arg(repetitions.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("running the large-LRP child")?;
+        ensure!(
+            out.status.success(),
+            "the large-LRP child for {} failed ({})",
+            backend.label(),
+            out.status
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("reading the large-LRP child's figures")?;
+        let list = |field: &str| -> Vec<f64> {
+            json[field]
+                .as_array()
+                .map(|v| v.iter().filter_map(serde_json::Value::as_f64).collect())
+                .unwrap_or_default()
+        };
+        let figures = LargeLrpFigures {
+            desire_ms: list("desire_ms"),
+            remove_ms: list("remove_ms"),
+            idle_rss_kb: json["idle_rss_kb"].as_u64().unwrap_or(0),
+            peak_rss_kb: json["peak_rss_kb"].as_u64().unwrap_or(0),
+        };
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        println!(
+            "{:<14} {:>11.0} ms {:>11.0} ms {:>9} MB {:>9} MB",
+            backend.label(),
+            median(&figures.desire_ms),
+            median(&figures.remove_ms),
+            figures.idle_rss_kb / 1024,
+            figures.peak_rss_kb / 1024
+        );
+        eprintln!(
+            "bbs-bench: {}: desire {:?} ms, remove {:?} ms",
+            backend.label(),
+            figures.desire_ms,
+            figures.remove_ms
+        );
+    }
+    println!("load after: {}", load_average());
+    Ok(())
+}
+
+/// The child of [`large_lrp`]: a BBS on `backend` in this process, desired and removed through
+/// its HTTP API. Prints [`LargeLrpFigures`] as JSON.
+async fn large_lrp_child(backend: Backend, instances: i32, repetitions: usize) -> Result<()> {
+    let mut report = Report::new(backend);
+    let backing = match backend {
+        Backend::Embedded => Backing::embedded(&mut report).await?,
+        Backend::Etcd => Backing::etcd(&mut report).await?,
+        other => bail!("{} is not a BBS backend", other.label()),
+    };
+    let bbs = RunningBbs::start(backing.store()).await?;
+    let idle_rss_kb = own_memory_kb("VmRSS");
+    let mut figures = LargeLrpFigures {
+        desire_ms: Vec::new(),
+        remove_ms: Vec::new(),
+        idle_rss_kb,
+        peak_rss_kb: 0,
+    };
+    for round in 0..repetitions.max(1) {
+        let lrp = DesiredLrp {
+            process_guid: format!("large-{round}"),
+            domain: "bench".into(),
+            rootfs: "preloaded:cflinuxfs4".into(),
+            instances,
+            action: Some(diego_model::Action::run("/bin/app", &[])),
+            memory_mb: 64,
+            ..DesiredLrp::default()
+        };
+        let start = Instant::now();
+        bbs.client.desire_lrp(&lrp).await.context("desiring")?;
+        figures.desire_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        let start = Instant::now();
+        bbs.client
+            .remove_desired_lrp(&lrp.process_guid)
+            .await
+            .context("removing")?;
+        figures.remove_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        let left = bbs
+            .client
+            .actual_lrps(&ActualLrpsRequest {
+                process_guid: lrp.process_guid.clone(),
+                ..Default::default()
+            })
+            .await?
+            .len();
+        ensure!(left == 0, "{left} instances left after the removal");
+    }
+    figures.peak_rss_kb = own_memory_kb("VmHWM");
+    let stopped = bbs.stop().await;
+    backing.close(&mut report);
+    stopped?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "desire_ms": figures.desire_ms,
+            "remove_ms": figures.remove_ms,
+            "idle_rss_kb": figures.idle_rss_kb,
+            "peak_rss_kb": figures.peak_rss_kb,
+        })
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -1777,6 +1957,12 @@ async fn main() -> Result<()> {
         .init();
 
     let args = Args::parse();
+    if let Some(backend) = args.large_lrp_child {
+        return large_lrp_child(backend, args.large_lrp.unwrap_or(100_000), args.repetitions).await;
+    }
+    if let Some(instances) = args.large_lrp {
+        return large_lrp(&args.backends, instances, args.repetitions);
+    }
     let show_records = args.show_records;
     let plan = Plan::from_args(args)?;
     let work = Arc::new(Workload::new(&plan)?);

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod abuse;
 mod crash;
 mod etcd_cluster;
 mod multi_bbs;
