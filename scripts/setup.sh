@@ -4,6 +4,7 @@
 #   etcd-server        real etcd for the etcd store tests (the tests start it themselves)
 #   curl               readiness checks in scripts
 #   iptables           container networking: NAT and port mappings (cell/garden)
+#   e2fsprogs          mkfs.ext4: a container's disk limit is a sparse ext4 image (cell/garden)
 #   busybox-static     the tiny rootfs of the fast container tests
 #   debootstrap        the stack rootfs buildpack apps run on (cell/garden/scripts)
 #   runc crun          the baselines of the container benchmark
@@ -11,7 +12,7 @@
 #   umoci skopeo       build the test images and push them to that registry
 set -euo pipefail
 
-packages=(protobuf-compiler etcd-server curl iptables busybox-static debootstrap runc crun docker-registry umoci skopeo)
+packages=(protobuf-compiler etcd-server curl iptables e2fsprogs busybox-static debootstrap runc crun docker-registry umoci skopeo)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,7 @@
 //! Layers, lowest first (each knows nothing of the ones above):
 //! - [`cgroups`]: cgroup v1 and v2 behind [`cgroups::CgroupManager`].
 //! - [`container`]: namespaces, mounts and pivot_root, run by the `diego-garden-init` binary.
+//! - [`disk`]: disk limits, a container's writable layer on an ext4 image of its own.
 //! - [`rootfs`]: directory or OCI layers as overlayfs lower dirs.
 //! - [`image`]: images from OCI registries: config for builders, layers into the cache.
 //! - [`net`]: bridge, veth, NAT and port mappings.
@@ -16,6 +17,7 @@ pub mod backend;
 pub mod cgroups;
 pub mod client;
 pub mod container;
+pub mod disk;
 pub mod error;
 pub mod fake;
 pub mod image;

@@ -4,6 +4,8 @@
 //! ```text
 //! containers/<handle>/record.json   spec, init pid + start time, ip, ports, properties
 //! containers/<handle>/upper, work   overlayfs writable layer
+//! containers/<handle>/disk.img      with a disk limit: its ext4 image, holding upper and
+//!                                   work (mounted on disk/ inside the container only)
 //! containers/<handle>/rootfs        overlay mount point (mounted only inside the container)
 //! layers/<sha256>/                  unpacked OCI layers shared by all containers
 //! trash/                            destroyed containers' dirs being deleted in the background
@@ -154,6 +156,9 @@ fn prune_exited(processes: &mut HashMap<String, Arc<ProcessState>>) {
 }
 
 const CHUNK: usize = 64 * 1024;
+
+/// A disk-limited container's file system image, in its directory (see [`crate::disk`]).
+const DISK_IMAGE: &str = "disk.img";
 
 /// Sends what is written to it as chunks over a channel (from a blocking thread).
 struct ChannelWriter {
@@ -330,6 +335,15 @@ impl NativeBackend {
         if let Err(e) = self.cgroups.remove(handle) {
             tracing::warn!(handle, error = %e, "cgroup cleanup failed");
         }
+        let image = dir.join(DISK_IMAGE);
+        if image.exists() {
+            // the loop device detaches itself once the container's mount namespace is gone;
+            // wait for that, so no device outlives the container
+            let forced = crate::disk::wait_detached(&image, Duration::from_secs(5)).await;
+            if !forced.is_empty() {
+                tracing::warn!(handle, devices = ?forced, "loop devices detached by force");
+            }
+        }
         // one rename on the destroy path; the writable layer is deleted in the background
         let trash = self
             .cfg
@@ -427,11 +441,27 @@ impl NativeBackend {
                 self.puller.pull(reference, &cache).await?.lower_dirs
             }
         };
+        // with a disk limit the writable layer lives on the container's own file system,
+        // mounted by pid 1 at `disk/`
+        let disk = match spec.limits.disk_limit_mb() {
+            Some(mb) => {
+                let image = dir.join(DISK_IMAGE);
+                crate::disk::make_image(&image, mb).await?;
+                Some(crate::container::DiskMount {
+                    image,
+                    target: dir.join("disk"),
+                })
+            }
+            None => None,
+        };
+        let layer = disk
+            .as_ref()
+            .map_or_else(|| dir.to_path_buf(), |d| d.target.clone());
         let init = InitConfig {
             handle: handle.to_string(),
             lower_dirs,
-            upper_dir: dir.join("upper"),
-            work_dir: dir.join("work"),
+            upper_dir: layer.join("upper"),
+            work_dir: layer.join("work"),
             rootfs: dir.join("rootfs"),
             bind_mounts: spec.bind_mounts.clone(),
             cgroup_procs: self.cgroups.procs_files(handle),
@@ -440,12 +470,20 @@ impl NativeBackend {
                 .as_ref()
                 .and_then(|_| std::fs::read_to_string("/etc/resolv.conf").ok()),
             id_map: self.id_map_of(spec),
+            disk,
         };
-        for d in [&init.upper_dir, &init.work_dir, &init.rootfs] {
+        let host_dirs: &[&PathBuf] = match &init.disk {
+            // upper and work are made by pid 1 once the image is mounted
+            Some(d) => &[&d.target, &init.rootfs],
+            None => &[&init.upper_dir, &init.work_dir, &init.rootfs],
+        };
+        for d in host_dirs {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
-        if let Some(m) = init.id_map {
+        if let Some(m) = init.id_map
+            && init.disk.is_none()
+        {
             // the writable layer holds host ids; its root is the container's `/`, owned by
             // root inside
             std::os::unix::fs::chown(&init.upper_dir, Some(m.host_base), Some(m.host_base))
@@ -890,15 +928,26 @@ impl Backend for NativeBackend {
     async fn metrics(&self, handle: &str) -> Result<ContainerMetrics> {
         let c = self.get(handle)?;
         let s = self.cgroups.stats(handle)?;
-        let upper = c.dir.join("upper");
-        let disk = tokio::task::spawn_blocking(move || dir_size(&upper))
-            .await
-            .unwrap_or(0);
+        let (pid, disk_mb) = {
+            let r = lock(&c.record);
+            (r.init_pid, r.spec.limits.disk_limit_mb())
+        };
+        let disk = match disk_mb {
+            // the overlay reports its upper file system: the container's own image
+            Some(_) => crate::disk::used_bytes(Path::new(&format!("/proc/{pid}/root")))?,
+            None => {
+                let upper = c.dir.join("upper");
+                tokio::task::spawn_blocking(move || dir_size(&upper))
+                    .await
+                    .unwrap_or(0)
+            }
+        };
         Ok(ContainerMetrics {
             memory_bytes: s.memory_bytes,
             memory_limit_bytes: s.memory_limit_bytes,
             cpu_usage_ns: s.cpu_usage_ns,
             disk_bytes: disk,
+            disk_limit_bytes: disk_mb.map_or(0, |mb| mb << 20),
             pids: s.pids,
         })
     }

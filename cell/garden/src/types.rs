@@ -46,6 +46,18 @@ pub struct Limits {
     /// Processes per user inside the container (`RLIMIT_NPROC`); 16,384 when unset.
     #[serde(default)]
     pub nproc: Option<u64>,
+    /// What the container may write, MiB (Diego's `disk_mb`; unset or 0: unlimited). Its
+    /// writable layer is then a file system of that size of its own (a sparse ext4 image on a
+    /// loop device), so a write past it fails with ENOSPC inside.
+    #[serde(default)]
+    pub disk_mb: Option<u64>,
+}
+
+impl Limits {
+    /// The disk limit, if there is one (0 means unlimited, as in Diego).
+    pub fn disk_limit_mb(&self) -> Option<u64> {
+        self.disk_mb.filter(|&mb| mb > 0)
+    }
 }
 
 /// A bind mount from the host into the container.
@@ -200,6 +212,9 @@ pub struct ContainerMetrics {
     pub cpu_usage_ns: u64,
     /// Bytes written in the container's writable layer.
     pub disk_bytes: u64,
+    /// Disk limit, bytes (0 when unlimited).
+    #[serde(default)]
+    pub disk_limit_bytes: u64,
     /// Processes/threads in the container.
     pub pids: u64,
 }

@@ -260,7 +260,12 @@ async fn make_container(
         handle: Some(guid.to_string()),
         rootfs,
         env: Vec::new(),
-        limits: limits(desired.memory_mb, desired.max_pids, desired.cpu_weight),
+        limits: limits(
+            desired.memory_mb,
+            desired.disk_mb,
+            desired.max_pids,
+            desired.cpu_weight,
+        ),
         bind_mounts: Vec::new(),
         properties,
         network: Some(NetworkSpec::default()),
@@ -312,7 +317,7 @@ async fn make_container(
     })
 }
 
-pub(crate) fn limits(memory_mb: i32, max_pids: i32, cpu_weight: u32) -> Limits {
+pub(crate) fn limits(memory_mb: i32, disk_mb: i32, max_pids: i32, cpu_weight: u32) -> Limits {
     Limits {
         memory_bytes: u64::try_from(memory_mb)
             .ok()
@@ -321,6 +326,8 @@ pub(crate) fn limits(memory_mb: i32, max_pids: i32, cpu_weight: u32) -> Limits {
         // Diego's cpu_weight 1..=100 scales Garden's shares; 0 leaves the default
         cpu_shares: (cpu_weight > 0).then(|| u64::from(cpu_weight) * 1024 / 100),
         pids: u64::try_from(max_pids).ok().filter(|&p| p > 0),
+        // Diego's disk_mb: 0 is unlimited
+        disk_mb: u64::try_from(disk_mb).ok().filter(|&mb| mb > 0),
         // Garden's defaults for open files and processes.
         ..Limits::default()
     }

@@ -124,7 +124,7 @@ async fn lifecycle(inner: &Arc<Inner>, guid: &str, stop: &CancellationToken) -> 
         handle: Some(guid.to_string()),
         rootfs,
         env: Vec::new(),
-        limits: limits(def.memory_mb, def.max_pids, def.cpu_weight),
+        limits: limits(def.memory_mb, def.disk_mb, def.max_pids, def.cpu_weight),
         bind_mounts: Vec::new(),
         properties: BTreeMap::from([
             (PROPERTY_OWNER.to_string(), cell_id.clone()),

@@ -238,8 +238,13 @@ fn main() {
             let (m, p) = if name == "diego-garden" { (g, gp) } else { median_ms(v) };
             println!("{name:<16} {m:>10.2} {p:>10.2} {:>13.2}x", m / g);
         }
-        let [mut c, mut r, mut d] = phases;
-        let (c, r, d) = (median_ms(&mut c).0, median_ms(&mut r).0, median_ms(&mut d).0);
-        println!("diego-garden phases (median ms, all rounds incl. warm-up): create {c:.2}, run {r:.2}, destroy {d:.2}");
+        for (name, phases) in [("diego-garden", phases), ("diego-garden priv", phases_priv)] {
+            let [mut c, mut r, mut d] = phases;
+            let (c, r, d) = (median_ms(&mut c).0, median_ms(&mut r).0, median_ms(&mut d).0);
+            println!("{name} phases (median ms, all rounds incl. warm-up): create {c:.2}, run {r:.2}, destroy {d:.2}");
+        }
+        // the machine may be shared: say how busy it was
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!("load average: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     });
 }

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use diego_garden::client::Client;
-use diego_garden::{Backend, ContainerSpec};
+use diego_garden::disk::loops_backed_by;
+use diego_garden::{Backend, ContainerSpec, Limits};
 
 use crate::common::*;
 
@@ -32,6 +33,10 @@ async fn restarted_server_adopts_live_and_cleans_dead_containers() {
         .create(ContainerSpec {
             handle: Some("adopt-live".into()),
             network: Some(Default::default()),
+            limits: Limits {
+                disk_mb: Some(32),
+                ..Limits::default()
+            },
             ..busybox()
         })
         .await
@@ -40,13 +45,20 @@ async fn restarted_server_adopts_live_and_cleans_dead_containers() {
         .create(ContainerSpec {
             handle: Some("adopt-dead".into()),
             network: Some(Default::default()),
+            limits: Limits {
+                disk_mb: Some(32),
+                ..Limits::default()
+            },
             ..busybox()
         })
         .await
         .unwrap();
-    c.run(&live, sh("echo state > /tmp/kept; sleep 1000"))
-        .await
-        .unwrap();
+    c.run(
+        &live,
+        sh("echo state > /tmp/kept; dd if=/dev/zero of=/on-disk bs=1M count=4; sleep 1000"),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let live_pid = c.info(&live).await.unwrap().init_pid;
     let dead_pid = c.info(&dead).await.unwrap().init_pid;
@@ -73,9 +85,16 @@ async fn restarted_server_adopts_live_and_cleans_dead_containers() {
         .await
         .unwrap();
     assert_eq!(out.stdout_str(), "state\n1\n", "{}", out.stderr_str());
+    // the disk limit and its usage survive the restart
+    let m = c.metrics(&live).await.unwrap();
+    assert_eq!(m.disk_limit_bytes, 32 << 20);
+    assert!(m.disk_bytes >= 4 << 20, "{m:?}");
     // the dead one left nothing
     let depot = config(6).depot;
     assert!(!depot.join("containers").join(&dead).exists());
+    let image = |h: &str| depot.join("containers").join(h).join("disk.img");
+    assert!(loops_backed_by(&image(&dead)).is_empty());
+    assert_eq!(loops_backed_by(&image(&live)).len(), 1);
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory/garden-test-6/{dead}")).exists());
     let veth = config(6).network.host_veth(&dead);
     assert!(!Path::new("/sys/class/net").join(veth).exists());
@@ -85,6 +104,7 @@ async fn restarted_server_adopts_live_and_cleans_dead_containers() {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(live_shim), None);
     assert!(!Path::new(&format!("/proc/{live_pid}")).exists());
     assert!(!depot.join("containers").join(&live).exists());
+    assert!(loops_backed_by(&image(&live)).is_empty());
     drop(server);
     diego_garden::net::teardown_host(&config(6).network)
         .await

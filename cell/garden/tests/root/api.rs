@@ -126,21 +126,34 @@ async fn http_server_and_client_drive_a_container_end_to_end() {
     let mut s = String::new();
     std::io::Read::read_to_string(&mut e, &mut s).unwrap();
     assert_eq!(s, "hello");
+    // a hard link out of the destination is refused with the PathEscape kind
     let mut evil = tar::Builder::new(Vec::new());
     let mut hd = tar::Header::new_gnu();
-    hd.set_entry_type(tar::EntryType::Symlink);
+    hd.set_entry_type(tar::EntryType::Link);
     hd.set_size(0);
-    evil.append_link(&mut hd, "etc-link", "/etc").unwrap();
+    evil.append_link(&mut hd, "etc-link", "../etc/passwd")
+        .unwrap();
     match c
-        .stream_in_bytes(&h1, "/", evil.into_inner().unwrap().into())
+        .stream_in_bytes(&h1, "/home", evil.into_inner().unwrap().into())
         .await
     {
         Err(Error::Remote { kind, message }) => {
             assert_eq!(kind, "PathEscape");
-            assert!(message.contains("etc-link"), "{message}");
+            assert!(message.contains("../etc/passwd"), "{message}");
         }
         other => panic!("expected PathEscape, got {other:?}"),
     }
+    // an absolute symlink is the container's path, as in Garden
+    let mut link = tar::Builder::new(Vec::new());
+    let mut hd = tar::Header::new_gnu();
+    hd.set_entry_type(tar::EntryType::Symlink);
+    hd.set_size(0);
+    link.append_link(&mut hd, "etc-link", "/etc").unwrap();
+    c.stream_in_bytes(&h1, "/", link.into_inner().unwrap().into())
+        .await
+        .unwrap();
+    let out = c.run_and_wait(&h1, sh("readlink /etc-link")).await.unwrap();
+    assert_eq!(out.stdout_str(), "/etc\n");
 
     // a 24 MiB file streams in and out through HTTP in chunks
     let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
@@ -178,7 +191,7 @@ async fn http_server_and_client_drive_a_container_end_to_end() {
     // info, metrics, errors
     let info = c.info(&h1).await.unwrap();
     assert_eq!(info.state, "active");
-    assert_eq!(info.process_ids.len(), 3);
+    assert_eq!(info.process_ids.len(), 4);
     let m = c.metrics(&h1).await.unwrap();
     assert!(m.memory_bytes > 0 && m.cpu_usage_ns > 0, "{m:?}");
     assert!(

@@ -266,3 +266,55 @@ async fn unprivileged_root_is_an_unprivileged_host_id_with_right_owners_inside()
     b.destroy(&p).await.unwrap();
     b.destroy(&h).await.unwrap();
 }
+
+/// Filling the disk: a container with a disk limit cannot write past it (ENOSPC), unprivileged
+/// or privileged, and stays usable.
+#[tokio::test]
+async fn filling_the_disk_past_disk_mb_fails_with_enospc() {
+    if !root_or_skip("escape fill-disk") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_) = build_probe(tmp.path()) else {
+        return;
+    };
+    let _host = HOST.read().await;
+    let b = backend(16).await;
+    for privileged in [false, true] {
+        let mut spec = probe_spec(tmp.path(), privileged);
+        spec.limits.disk_mb = Some(16);
+        let h = b.create(spec).await.unwrap();
+        let out = b
+            .run_and_wait(
+                &h,
+                ProcessSpec {
+                    argv: vec![
+                        "/probe/escape-probe".into(),
+                        "fill-disk".into(),
+                        "/fill".into(),
+                        "64".into(),
+                    ],
+                    ..ProcessSpec::default()
+                },
+            )
+            .await
+            .unwrap();
+        let stdout = out.stdout_str();
+        eprintln!("[privileged={privileged}] {}", stdout.trim());
+        assert!(
+            stdout.starts_with("blocked fill-disk:") && stdout.contains("(errno 28)"),
+            "{stdout} {}",
+            out.stderr_str()
+        );
+        assert_eq!(out.exit_status, 0);
+        let m = b.metrics(&h).await.unwrap();
+        assert!(m.disk_bytes <= m.disk_limit_bytes + (2 << 20), "{m:?}");
+        assert_eq!(
+            run_sh(&b, &h, "rm /fill; echo alive > /a; cat /a")
+                .await
+                .stdout_str(),
+            "alive\n"
+        );
+        b.destroy(&h).await.unwrap();
+    }
+}

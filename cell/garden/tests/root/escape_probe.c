@@ -3,7 +3,7 @@
  * The exit status is the number of attempts that succeeded. Compiled statically by the root
  * test suite (tests/root/escape.rs) into a temporary directory; nothing binary is kept.
  *
- * Usage: escape-probe all HOST-ONLY-PATH | forkbomb | setuid-child
+ * Usage: escape-probe all HOST-ONLY-PATH | forkbomb | setuid-child | fill-disk PATH MAX-MIB
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -345,9 +345,41 @@ static int forkbomb(void) {
     return 0;
 }
 
+/* writes 1 MiB blocks to PATH up to MAX-MIB (well past the container's disk limit) and
+ * fsyncs; the write or the fsync must fail with ENOSPC before the end */
+static int fill_disk(const char *path, int max_mib) {
+    static char block[1 << 20];
+    memset(block, 'x', sizeof block);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        result("fill-disk", "open", 0, errno);
+        return 1;
+    }
+    int mib = 0, err = 0;
+    for (; mib < max_mib; mib++) {
+        size_t done = 0;
+        while (done < sizeof block) {
+            ssize_t n = write(fd, block + done, sizeof block - done);
+            if (n < 0) {
+                err = errno;
+                break;
+            }
+            done += (size_t)n;
+        }
+        if (err) break;
+    }
+    if (!err && fsync(fd) < 0) err = errno;
+    close(fd);
+    char tried[160];
+    snprintf(tried, sizeof tried, "write %d MiB to %s (wrote %d MiB)", max_mib, path, mib);
+    result("fill-disk", tried, err == 0, err);
+    return escaped;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "setuid-child") == 0) return geteuid() == 0 ? 0 : 1;
     if (argc > 1 && strcmp(argv[1], "forkbomb") == 0) return forkbomb();
+    if (argc > 3 && strcmp(argv[1], "fill-disk") == 0) return fill_disk(argv[2], atoi(argv[3]));
     if (argc > 2) host_marker = argv[2];
     printf("info uid %d euid %d\n", getuid(), geteuid());
     try_capabilities();

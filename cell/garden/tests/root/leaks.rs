@@ -57,6 +57,22 @@ fn iptables_rules() -> BTreeSet<String> {
         .collect()
 }
 
+/// Attached loop devices and their backing files (disk-limited containers have one each).
+fn loop_devices() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            Some(format!(
+                "{} {}",
+                e.file_name().to_string_lossy(),
+                backing.trim()
+            ))
+        })
+        .collect()
+}
+
 /// Processes that could be ours: in another pid namespace than the test, running the init
 /// binary, or zombies whose parent is the test process.
 fn container_processes() -> BTreeSet<String> {
@@ -98,6 +114,7 @@ struct Snapshot {
     links: BTreeSet<String>,
     rules: BTreeSet<String>,
     processes: BTreeSet<String>,
+    loops: BTreeSet<String>,
 }
 
 fn snapshot() -> Snapshot {
@@ -107,6 +124,7 @@ fn snapshot() -> Snapshot {
         links: links(),
         rules: iptables_rules(),
         processes: container_processes(),
+        loops: loop_devices(),
     }
 }
 
@@ -137,6 +155,7 @@ async fn no_leaks_after_100_create_destroy_cycles() {
             memory_bytes: Some(64 << 20),
             cpu_shares: Some(256),
             pids: Some(100),
+            disk_mb: Some(64),
             ..Limits::default()
         },
         ..busybox()
@@ -148,8 +167,11 @@ async fn no_leaks_after_100_create_destroy_cycles() {
     for i in 0..100 {
         let h = b.create(spec()).await.unwrap();
         if i % 10 == 0 {
-            // some cycles also leave a background process running at destroy time
-            b.run(&h, sh("sleep 1000 & echo x > /tmp/x")).await.unwrap();
+            // some cycles also leave a background process running at destroy time, with a
+            // file open on the container's disk
+            b.run(&h, sh("sleep 1000 > /held & echo x > /tmp/x"))
+                .await
+                .unwrap();
             let out = run_sh(&b, &h, "echo cycle").await;
             assert_eq!(out.stdout_str(), "cycle\n");
         }
@@ -169,6 +191,7 @@ async fn no_leaks_after_100_create_destroy_cycles() {
     problems.extend(diff("link", &before.links, &after.links));
     problems.extend(diff("iptables rule", &before.rules, &after.rules));
     problems.extend(diff("process", &before.processes, &after.processes));
+    problems.extend(diff("loop device", &before.loops, &after.loops));
     assert!(problems.is_empty(), "{problems:#?}");
     let depot = config(7).depot.join("containers");
     assert_eq!(std::fs::read_dir(&depot).unwrap().count(), 0);

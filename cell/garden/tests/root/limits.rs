@@ -1,3 +1,4 @@
+use diego_garden::disk::loops_backed_by;
 use diego_garden::{Backend, ContainerSpec, Limits};
 
 use crate::common::*;
@@ -157,4 +158,88 @@ async fn cgroup_v2_layout_on_the_unified_mount() {
             .join(&h)
             .exists()
     );
+}
+
+/// A disk-limited container: its writable layer is a file system of its own (an ext4 image on
+/// a loop device); metrics report what is used of it; destroy leaves no device and no image.
+#[tokio::test]
+async fn disk_limit_is_enforced_and_reported() {
+    if !root_or_skip("disk limit") {
+        return;
+    }
+    let _host = HOST.read().await;
+    let b = backend(15).await;
+    let mb = 32u64;
+    for privileged in [false, true] {
+        let h = b
+            .create(ContainerSpec {
+                limits: Limits {
+                    disk_mb: Some(mb),
+                    ..Limits::default()
+                },
+                privileged,
+                ..busybox()
+            })
+            .await
+            .unwrap();
+        let image = config(15)
+            .depot
+            .join("containers")
+            .join(&h)
+            .join("disk.img");
+        assert_eq!(loops_backed_by(&image).len(), 1, "one loop device");
+        // the image is sparse: only ext4's metadata is allocated
+        use std::os::unix::fs::MetadataExt;
+        let allocated = std::fs::metadata(&image).unwrap().blocks() * 512;
+        assert!(allocated < 4 << 20, "{allocated} bytes allocated");
+        // the root is as without a limit: root's, 0755; the image's lost+found is not seen
+        let out = run_sh(&b, &h, "stat -c '%u:%g %a' /; ls -a / | grep -c lost+found").await;
+        assert_eq!(out.stdout_str(), "0:0 755\n0\n", "{}", out.stderr_str());
+
+        let empty = b.metrics(&h).await.unwrap();
+        assert_eq!(empty.disk_limit_bytes, mb << 20);
+        assert!(empty.disk_bytes < 1 << 20, "{empty:?}");
+        let out = run_sh(
+            &b,
+            &h,
+            "dd if=/dev/zero of=/f bs=1M count=8 2>&1 && sync && echo ok",
+        )
+        .await;
+        assert!(out.stdout_str().ends_with("ok\n"), "{}", out.stdout_str());
+        let used = b.metrics(&h).await.unwrap();
+        assert!(
+            used.disk_bytes >= 8 << 20 && used.disk_bytes < 10 << 20,
+            "{used:?}"
+        );
+        // nearly the whole limit can be written; past it: ENOSPC
+        let out = run_sh(
+            &b,
+            &h,
+            "rm /f; dd if=/dev/zero of=/f bs=1M count=30 2>&1 && echo ok",
+        )
+        .await;
+        assert!(out.stdout_str().ends_with("ok\n"), "{}", out.stdout_str());
+        let out = run_sh(
+            &b,
+            &h,
+            "dd if=/dev/zero of=/g bs=1M count=64 2>&1; echo rc=$?",
+        )
+        .await;
+        assert!(
+            out.stdout_str().contains("No space left on device")
+                && !out.stdout_str().contains("rc=0"),
+            "{}",
+            out.stdout_str()
+        );
+        let full = b.metrics(&h).await.unwrap();
+        assert!(full.disk_bytes >= mb << 20, "{full:?}");
+        // freeing space makes room again
+        let out = run_sh(&b, &h, "rm /f /g && echo x > /h && cat /h").await;
+        assert_eq!(out.stdout_str(), "x\n", "{}", out.stderr_str());
+
+        b.destroy(&h).await.unwrap();
+        assert!(loops_backed_by(&image).is_empty(), "loop device left");
+        assert!(b.wait_for_trash(std::time::Duration::from_secs(10)).await);
+        assert!(!image.exists());
+    }
 }
