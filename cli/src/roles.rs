@@ -53,6 +53,9 @@ pub struct BbsTuning {
     /// An event subscriber whose buffer stays full this long is cut off (it may resume).
     #[arg(long, default_value = "10s", value_parser = crate::cell::parse_duration)]
     subscriber_stall_timeout: Duration,
+    /// Full listings built and sent at once (each holds its records until sent).
+    #[arg(long, default_value_t = 4)]
+    max_concurrent_listings: usize,
     /// After SIGTERM, how long requests in flight may take before the BBS stops anyway.
     #[arg(long, default_value = "3s", value_parser = crate::cell::parse_duration)]
     shutdown_grace: Duration,
@@ -65,6 +68,7 @@ impl BbsTuning {
         config.max_records_per_request = self.max_records_per_request;
         config.subscriber_stall_timeout = self.subscriber_stall_timeout;
         config.shutdown_grace = self.shutdown_grace;
+        config.max_concurrent_listings = self.max_concurrent_listings;
     }
 }
 

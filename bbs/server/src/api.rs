@@ -116,16 +116,36 @@ impl<T: Serialize + ToSchema + Send + 'static> Reply for T {
 pub(crate) struct JsonList<T> {
     field: &'static str,
     records: Vec<Vec<u8>>,
+    /// The listing's turn (see `Config::max_concurrent_listings`), released with the body.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     schema: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T> JsonList<T> {
-    pub(crate) fn new(field: &'static str, records: Vec<Vec<u8>>) -> Self {
+    pub(crate) fn new(
+        field: &'static str,
+        records: Vec<Vec<u8>>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
         Self {
             field,
             records,
+            permit,
             schema: std::marker::PhantomData,
         }
+    }
+}
+
+/// A listing's body with its turn: the permit goes when hyper drops the bytes, i.e. once the
+/// last byte was written (or the client went away), so a slow reader still counts.
+struct HeldBody {
+    body: Vec<u8>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
     }
 }
 
@@ -144,6 +164,10 @@ impl<T: ToSchema + 'static> Reply for JsonList<T> {
             body.extend_from_slice(record);
         }
         body.extend_from_slice(b"]}");
+        let body = bytes::Bytes::from_owner(HeldBody {
+            body,
+            _permit: self.permit,
+        });
         (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body,
@@ -425,10 +449,12 @@ fn routes() -> Vec<Route> {
             "/v1/desired_lrps/list.r3",
             "List desired LRPs, by domain or process guids",
             |bbs: Shared, req: DesiredLrpsRequest| async move {
+                let permit = bbs.listing_permit().await;
                 let records = bbs.desired_lrps_json(&req).await?;
                 Ok(JsonList::<DesiredLrpsResponse>::new(
                     "desired_lrps",
                     records,
+                    permit,
                 ))
             },
         ),
@@ -485,8 +511,13 @@ fn routes() -> Vec<Route> {
             "List actual LRPs, by domain, cell, process guid and index",
             |bbs: Shared, req: ActualLrpsRequest| async move {
                 req.validate()?;
+                let permit = bbs.listing_permit().await;
                 let records = bbs.actual_lrps_json(&req).await?;
-                Ok(JsonList::<ActualLrpsResponse>::new("actual_lrps", records))
+                Ok(JsonList::<ActualLrpsResponse>::new(
+                    "actual_lrps",
+                    records,
+                    permit,
+                ))
             },
         ),
         rpc(
@@ -653,8 +684,9 @@ fn routes() -> Vec<Route> {
             "/v1/tasks/list.r3",
             "List tasks, by domain or cell",
             |bbs: Shared, req: TasksRequest| async move {
+                let permit = bbs.listing_permit().await;
                 let records = bbs.tasks_json(&req).await?;
-                Ok(JsonList::<TasksResponse>::new("tasks", records))
+                Ok(JsonList::<TasksResponse>::new("tasks", records, permit))
             },
         ),
         rpc(

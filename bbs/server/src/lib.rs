@@ -71,6 +71,10 @@ pub struct Config {
     pub subscriber_stall_timeout: Duration,
     /// The most event subscribers served at once; more are refused with 503.
     pub max_subscribers: usize,
+    /// Full listings built and sent at once; more wait their turn. A listing of 100,000
+    /// instances holds ~60 MB until its last byte is sent, so this bounds the memory any mix
+    /// of listing requests can take.
+    pub max_concurrent_listings: usize,
     /// After a shutdown signal, how long requests in flight may take to finish before the
     /// server stops anyway. Writes are acknowledged only once durable, so cutting a request
     /// short loses nothing acknowledged; what it left half done the converger finishes.
@@ -92,6 +96,7 @@ impl Default for Config {
             subscriber_buffer: 4096,
             subscriber_stall_timeout: Duration::from_secs(10),
             max_subscribers: 1024,
+            max_concurrent_listings: 4,
             shutdown_grace: Duration::from_secs(3),
         }
     }
@@ -119,6 +124,8 @@ pub struct Bbs {
     shutdown: CancellationToken,
     /// Event subscribers being served, against [`Config::max_subscribers`].
     subscribers: Arc<tokio::sync::Semaphore>,
+    /// Listings being built or sent, against [`Config::max_concurrent_listings`].
+    listings: Arc<tokio::sync::Semaphore>,
 }
 
 impl Bbs {
@@ -137,13 +144,23 @@ impl Bbs {
             store.clone(),
         );
         let subscribers = Arc::new(tokio::sync::Semaphore::new(config.max_subscribers.max(1)));
+        let listings = Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_listings.max(1),
+        ));
         Arc::new(Self {
             db: db::Db::new(store),
             config,
             external,
             shutdown,
             subscribers,
+            listings,
         })
+    }
+
+    /// A turn to build and send a full listing; held until its body is sent or dropped.
+    pub(crate) async fn listing_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed; `None` would only mean "no bound".
+        self.listings.clone().acquire_owned().await.ok()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
