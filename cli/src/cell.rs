@@ -24,6 +24,10 @@ pub fn run_as_init_helper() -> Option<ExitCode> {
     let code = match (args.first().map(String::as_str), args.get(1)) {
         (Some("init"), Some(config)) => diego_garden::container::shim_main(config),
         (Some("exec"), Some(spec)) => diego_garden::container::exec_main(spec),
+        (Some("-h" | "--help"), _) => {
+            println!("usage: {INIT_HELPER_NAME} init <json> | exec <json>  (started by a cell)");
+            0
+        }
         _ => {
             eprintln!("usage: {INIT_HELPER_NAME} init <json> | exec <json>");
             2

@@ -6,6 +6,12 @@ fn main() {
     let code = match (args.get(1).map(String::as_str), args.get(2)) {
         (Some("init"), Some(config)) => diego_garden::container::shim_main(config),
         (Some("exec"), Some(spec)) => diego_garden::container::exec_main(spec),
+        (Some("-h" | "--help"), _) => {
+            println!(
+                "usage: diego-garden-init init <json> | exec <json>  (started by diego-garden)"
+            );
+            0
+        }
         _ => {
             eprintln!("usage: diego-garden-init init <json> | exec <json>");
             2

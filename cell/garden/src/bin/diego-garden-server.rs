@@ -6,12 +6,12 @@
 use diego_garden::api::{ServerConfig, run};
 use tokio_util::sync::CancellationToken;
 
+const USAGE: &str = "usage: diego-garden-server [--listen ADDR] [--depot DIR] [--init-bin PATH] \
+                     [--cgroup-parent NAME] [--net-tag TAG] [--subnet A.B.C.D/N]";
+
 fn usage(msg: &str) -> ! {
     eprintln!("diego-garden-server: {msg}");
-    eprintln!(
-        "usage: diego-garden-server [--listen ADDR] [--depot DIR] [--init-bin PATH] \
-         [--cgroup-parent NAME] [--net-tag TAG] [--subnet A.B.C.D/N]"
-    );
+    eprintln!("{USAGE}");
     #[allow(clippy::exit)] // usage and start-up errors end the process with status 2
     std::process::exit(2)
 }
@@ -25,6 +25,11 @@ fn parse_args() -> ServerConfig {
                 .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
         };
         match flag.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                #[allow(clippy::exit)] // --help answers and ends, as every tool does
+                std::process::exit(0)
+            }
             "--listen" => {
                 cfg.listen = value()
                     .parse()
