@@ -13,11 +13,12 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 log=$(mktemp)
 data=$(mktemp -d)
 # The BBS alone: with a brain and cells (`diego dev`) generated LRPs would really run.
-target/debug/diego --log warn bbs --listen "127.0.0.1:$port" --data-dir "$data" >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/diego" --log warn bbs --listen "127.0.0.1:$port" --data-dir "$data" >"$log" 2>&1 &
 bbs=$!
 trap 'kill $bbs 2>/dev/null || true; rm -rf "$log" "$data"' EXIT
 for _ in $(seq 100); do
-  curl -fsS -o /dev/null -X POST "http://127.0.0.1:$port/v1/ping" && break
+  curl -fsS -o /dev/null -X POST "http://127.0.0.1:$port/v1/ping" 2>/dev/null && break
+  kill -0 $bbs 2>/dev/null || { echo "the BBS did not start:"; cat "$log"; exit 1; }
   sleep 0.1
 done
 

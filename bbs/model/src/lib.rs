@@ -23,6 +23,7 @@ pub mod events;
 pub mod modification_tag;
 pub mod requests;
 pub mod restart;
+pub mod staging;
 pub mod task;
 pub mod validate;
 
@@ -41,6 +42,7 @@ pub use error::{BbsError, ErrorType};
 pub use events::Event;
 pub use modification_tag::ModificationTag;
 pub use restart::RestartPolicy;
+pub use staging::{LifecycleStaging, StagingResult};
 pub use task::{Task, TaskDefinition, TaskState};
 
 /// Nanoseconds since the Unix epoch, as Diego's `since`, `created_at` and `updated_at` fields.

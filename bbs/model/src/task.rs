@@ -10,6 +10,7 @@ use crate::desired_lrp::{
     MetricTagValue, Network, SecurityGroupRule, VolumeMount,
 };
 use crate::validate::Problems;
+use crate::staging::LifecycleStaging;
 use crate::{BbsError, Timestamp};
 
 /// The longest task result Diego keeps.
@@ -78,14 +79,20 @@ pub struct TaskDefinition {
     pub log_rate_limit: Option<LogRateLimit>,
     pub metric_tags: BTreeMap<String, MetricTagValue>,
     pub volume_mounted_files: Vec<File>,
+    /// A staging task: the rep stages with this lifecycle plug-in instead of running an
+    /// `action` (beyond Diego; see `staging.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle_staging: Option<LifecycleStaging>,
 }
 
 impl TaskDefinition {
     pub fn validate_into(&self, p: &mut Problems) {
         p.rootfs(&self.rootfs);
-        match &self.action {
-            Some(action) => action.validate_into("action", p),
-            None => p.add("action is required"),
+        match (&self.action, &self.lifecycle_staging) {
+            (Some(_), Some(_)) => p.add("a task has an action or lifecycle_staging, not both"),
+            (Some(action), None) => action.validate_into("action", p),
+            (None, Some(staging)) => staging.validate_into(p),
+            (None, None) => p.add("action is required"),
         }
         p.resources(self.memory_mb, self.disk_mb, self.max_pids, self.cpu_weight);
         p.annotation(&self.annotation);
