@@ -10,10 +10,14 @@
 //!   as its contents, a directory as tar). The URL allow-list is enforced by plan validation
 //!   ([`diego_host::lifecycle::PlanCaps::allowed_url_prefixes`]) before anything runs.
 //! - [`Probe`]: TCP connect / HTTP GET to the container's IP from the cell.
-//! - [`PlanLog`]: tagged lines kept in memory (bounded) and traced.
+//! - [`PlanLog`]: tagged lines kept in memory (bounded) and traced, and handed as they come
+//!   to a [`LogSink`] if one is set (a cell streams staging output while the plan runs).
 //!
-//! Not yet: `resource-limits.nofile` (Garden's process spec has no rlimits), zip downloads,
-//! the download cache (`cache-key` is ignored).
+//! Downloads may be tar, tgz or zip (Cloud Foundry's app bits and buildpacks are zips): a zip
+//! is re-packed as tar, entries escaping the destination refused.
+//!
+//! Not yet: `resource-limits.nofile` (Garden's process spec has no rlimits), the download
+//! cache (`cache-key` is ignored).
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -40,12 +44,20 @@ fn cap_err(capability: &'static str, message: impl std::fmt::Display) -> Capabil
     }
 }
 
+/// Receives every log line as it is logged: `(source, message)`. Called inline: it must not
+/// block.
+pub type LogSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// The log source of a guest's own log lines handed to the [`LogSink`].
+pub const GUEST_LOG_SOURCE: &str = "LIFECYCLE";
+
 /// The capabilities of one cell over its Garden backend.
 #[derive(Clone)]
 pub struct GardenCaps {
     backend: Arc<dyn Backend>,
     http: reqwest::Client,
     logs: Arc<Mutex<Vec<String>>>,
+    sink: Option<LogSink>,
 }
 
 impl std::fmt::Debug for GardenCaps {
@@ -60,6 +72,23 @@ impl GardenCaps {
             backend,
             http: reqwest::Client::new(),
             logs: Arc::new(Mutex::new(Vec::new())),
+            sink: None,
+        }
+    }
+
+    /// These capabilities with every log line also handed to `sink` as it is logged.
+    pub fn with_log_sink(mut self, sink: LogSink) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Hands a guest's own log lines to the sink (source [`GUEST_LOG_SOURCE`]); they are
+    /// already traced by the host and kept in [`crate::Staged::guest_logs`].
+    pub fn forward_guest_logs(&self, lines: &[diego_host::LogLine]) {
+        if let Some(sink) = &self.sink {
+            for line in lines {
+                sink(GUEST_LOG_SOURCE, &line.message);
+            }
         }
     }
 
@@ -421,9 +450,9 @@ fn reowned_tar(archive: &[u8], uid: u64, gid: u64) -> std::io::Result<Vec<u8>> {
         }
         out
     } else if archive.starts_with(b"PK") {
-        return Err(std::io::Error::other(
-            "zip archives are not supported yet: use a tgz",
-        ));
+        let mut out = Vec::new();
+        zip_to_tar(std::io::Cursor::new(archive), &mut out)?;
+        out
     } else {
         archive.to_vec()
     };
@@ -447,6 +476,51 @@ fn reowned_tar(archive: &[u8], uid: u64, gid: u64) -> std::io::Result<Vec<u8>> {
         }
     }
     builder.into_inner()
+}
+
+/// Re-packs a zip archive as tar: directories, regular files (with their unix mode, if the
+/// zip has one) and symlinks. Entries with absolute or `..` paths are refused.
+fn zip_to_tar(reader: impl Read + std::io::Seek, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let bad = |e: zip::result::ZipError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut archive = zip::ZipArchive::new(reader).map_err(bad)?;
+    let mut tar = tar::Builder::new(out);
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(bad)?;
+        let name = entry.enclosed_name().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("zip entry {:?} escapes the destination", entry.name()),
+            )
+        })?;
+        let mode = entry.unix_mode().map(|m| m & 0o7777);
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        if entry.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(mode.unwrap_or(0o755));
+            header.set_size(0);
+            tar.append_data(&mut header, &name, std::io::empty())?;
+        } else if entry.is_symlink() {
+            let mut target = String::new();
+            entry.read_to_string(&mut target)?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, &name, target)?;
+        } else {
+            // the declared sizes bound what is inflated (a zip bomb stops here)
+            total = total.saturating_add(entry.size());
+            if total > MAX_TRANSFER_BYTES as u64 {
+                return Err(std::io::Error::other("archive too large once decompressed"));
+            }
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(mode.unwrap_or(0o644));
+            header.set_size(entry.size());
+            tar.append_data(&mut header, &name, &mut entry)?;
+        }
+    }
+    tar.finish()
 }
 
 impl Transfer for GardenCaps {
@@ -571,10 +645,69 @@ impl Probe for GardenCaps {
 impl PlanLog for GardenCaps {
     fn log(&self, container: &ContainerRef, source: &str, message: &str) {
         tracing::info!(container = %container.0, source, "{message}");
+        if let Some(sink) = &self.sink {
+            sink(source, message);
+        }
         if let Ok(mut logs) = self.logs.lock()
             && logs.len() < MAX_LOG_LINES
         {
             logs.push(format!("{source}: {message}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Write;
+
+    use super::*;
+
+    fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, contents, mode) in entries {
+            let options = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(contents).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn zips_are_extracted_as_tar_owned_by_the_run_user_with_their_modes() {
+        let zip = zip_of(&[
+            ("bin/detect", b"#!/bin/sh\n", 0o755),
+            ("README", b"hi", 0o644),
+        ]);
+        let tar_bytes = reowned_tar(&zip, 2000, 2000).unwrap();
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let entries: Vec<(String, u32, u64)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                ("bin/detect".to_owned(), 0o755, 2000),
+                ("README".to_owned(), 0o644, 2000)
+            ]
+        );
+    }
+
+    #[test]
+    fn zip_entries_escaping_the_destination_are_refused() {
+        let zip = zip_of(&[("../evil", b"x", 0o644)]);
+        let err = reowned_tar(&zip, 0, 0).unwrap_err();
+        assert!(err.to_string().contains("escapes"), "{err}");
     }
 }

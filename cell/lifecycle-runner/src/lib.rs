@@ -38,7 +38,7 @@ pub use docker::{
     EXECUTION_METADATA_OPTION, IMAGE_CONFIG_OPTION, docker_container_spec, docker_rootfs,
     launch_docker, stage_docker,
 };
-pub use garden::GardenCaps;
+pub use garden::{GUEST_LOG_SOURCE, GardenCaps, LogSink};
 pub use plan::{PlanRun, run_plan};
 
 /// Staging calls the guest at most this many times.
@@ -90,6 +90,7 @@ pub async fn stage(
     let mut guest_logs = Vec::new();
     let mut called = plugin.stage(request)?;
     for plans in 0..MAX_STAGING_STEPS {
+        caps.forward_guest_logs(&called.logs);
         guest_logs.append(&mut called.logs);
         let c = match called.value {
             StagingStep::Done(result) => {

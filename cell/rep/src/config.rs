@@ -47,6 +47,9 @@ pub struct Config {
     pub garden: GardenSettings,
     /// How long a stopped process has between SIGTERM and SIGKILL (Diego: 10 s).
     pub graceful_shutdown_interval: Duration,
+    /// The log server every log line is shipped to (`diego_logs`' `POST /v1/logs`), e.g.
+    /// `http://127.0.0.1:8083`; none keeps them on the cell (traced only).
+    pub logs_url: Option<String>,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             cell_index: 0,
             garden: GardenSettings::default(),
             graceful_shutdown_interval: Duration::from_secs(10),
+            logs_url: None,
         }
     }
 }
@@ -96,6 +100,9 @@ pub struct GardenSettings {
     pub host_ports: Option<(u16, u16)>,
     /// The `diego-garden-init` binary (default: next to the current executable).
     pub init_bin: Option<PathBuf>,
+    /// Registries of `docker://` rootfses and docker staging (default registry, insecure
+    /// registries, credentials; loopback registries are always spoken to over HTTP).
+    pub registry: diego_garden::image::RegistryConfig,
 }
 
 impl Config {
@@ -128,6 +135,7 @@ impl Config {
                 .cgroup_parent
                 .clone()
                 .unwrap_or_else(|| format!("diego-{}", sanitize(&self.cell_id))),
+            registry: self.garden.registry.clone(),
             ..diego_garden::native::Config::default()
         };
         if let Some(bin) = &self.garden.init_bin {

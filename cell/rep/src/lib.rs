@@ -10,6 +10,12 @@
 //!   stopped; a task is started, run, its result read and completed;
 //! - **sync** (Diego's bulker): on BBS events and every sync interval, containers, ActualLRPs
 //!   and Tasks of this cell are reconciled;
+//! - **staging** (beyond Diego): a task with `lifecycle_staging` is staged by its Wasm
+//!   lifecycle plug-in (fetched by URL, verified by sha256, cached and loaded once per rep) in
+//!   the task's container, or natively for a docker image; it completes with Diego's staging
+//!   result JSON;
+//! - **logs**: every executor line, staging's `STG` lines and Diego's `CELL` lines are shipped
+//!   to the log server (`Config::logs_url`);
 //! - **evacuation**: on drain or shutdown, running instances are handed over
 //!   (`evacuate_running`) and dropped once their replacements run.
 //!
@@ -24,15 +30,20 @@ mod api;
 mod checks;
 mod config;
 mod evacuation;
+mod lifecycles;
+mod logs;
 mod lrp;
 mod rep;
+mod staging;
 mod sync;
 mod task;
 
 use std::sync::Arc;
 
 pub use config::{Config, GardenSettings};
+pub use lifecycles::ComponentError;
 pub use rep::Rep;
+pub use staging::{DEFAULT_STAGING_TIMEOUT, STAGING_LOG_SOURCE};
 use tokio_util::sync::CancellationToken;
 
 /// The Garden property naming the cell that owns a container.

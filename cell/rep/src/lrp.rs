@@ -1,5 +1,8 @@
 //! One LRP instance on this cell, from reservation to its container's end: claim → container →
 //! `setup` → `action` with start-up checks → RUNNING → liveness until it crashes or is stopped.
+//!
+//! Diego's `CELL` lines go to the app's log on the way (creating and created the container,
+//! became healthy, the exit status or crash reason, stopping, destroying and destroyed).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +34,8 @@ enum Outcome {
     NotClaimed,
     /// The instance crashed (or never came up) for this reason.
     Crashed(String),
+    /// The app's process exited with this status: a crash for this reason.
+    Exited { status: i32, reason: String },
     /// The run was asked to stop.
     Stopped(StopReason),
     /// The BBS would not take the instance as started: it is no longer ours.
@@ -101,6 +106,13 @@ async fn lifecycle(
         () = stop.cancelled() => return Outcome::Stopped(stop_reason(inner, guid)),
     };
     set_state(inner, guid, ContainerState::Initializing);
+    let index = key.index.to_string();
+    let cell_log = |message: &str| inner.logs.cell(&desired.log_guid, &index, message);
+    inner.with_slot(guid, |s| s.log_guid = desired.log_guid.clone());
+    let cell_id = &inner.config.cell_id;
+    cell_log(&format!(
+        "Cell {cell_id} creating container for instance {guid}"
+    ));
     let made = tokio::select! {
         made = make_container(inner, guid, key, &desired) => made,
         // the container may exist by now: the caller destroys it whatever happened
@@ -110,6 +122,9 @@ async fn lifecycle(
         Ok(made) => made,
         Err(reason) => return Outcome::Crashed(reason),
     };
+    cell_log(&format!(
+        "Cell {cell_id} successfully created container for instance {guid}"
+    ));
     let source = if desired.log_source.is_empty() {
         DEFAULT_LOG_SOURCE.to_string()
     } else {
@@ -153,7 +168,14 @@ async fn lifecycle(
             return Outcome::Stopped(stop_reason(inner, guid));
         }
         match result {
-            Ok(()) => Outcome::Crashed(format!("{source}: Exited with status 0")),
+            Ok(()) => Outcome::Exited {
+                status: 0,
+                reason: format!("{source}: Exited with status 0"),
+            },
+            Err(e @ StepError::Exited { status, .. }) => Outcome::Exited {
+                status,
+                reason: format!("{source}: {e}"),
+            },
             Err(e) => Outcome::Crashed(format!("{source}: {e}")),
         }
     };
@@ -189,6 +211,7 @@ async fn lifecycle(
         let _ = (&mut action_run).await;
         return Outcome::Crashed(reason);
     }
+    cell_log("Container became healthy");
 
     if stop.is_cancelled() {
         action_cancel.cancel();
@@ -388,12 +411,18 @@ fn instance_env(
     env
 }
 
-/// Destroys `handle`; a container already gone is fine.
-pub(crate) async fn destroy(inner: &Inner, handle: &str) {
+/// Destroys `handle`; a container already gone is fine. Whether it is gone.
+pub(crate) async fn destroy(inner: &Inner, handle: &str) -> bool {
     match inner.backend.destroy(handle).await {
-        Ok(()) => tracing::debug!(handle, "container destroyed"),
-        Err(diego_garden::Error::ContainerNotFound(_)) => {}
-        Err(e) => tracing::warn!(handle, error = %e, "destroying the container failed"),
+        Ok(()) => {
+            tracing::debug!(handle, "container destroyed");
+            true
+        }
+        Err(diego_garden::Error::ContainerNotFound(_)) => true,
+        Err(e) => {
+            tracing::warn!(handle, error = %e, "destroying the container failed");
+            false
+        }
     }
 }
 
@@ -407,16 +436,34 @@ async fn finish(
     if matches!(outcome, Outcome::NotClaimed) {
         return;
     }
-    destroy(inner, guid).await;
-    let was_running = inner
-        .with_slot(guid, |s| s.net_info.is_some())
-        .unwrap_or(false);
+    let (was_running, log_guid) = inner
+        .with_slot(guid, |s| (s.net_info.is_some(), s.log_guid.clone()))
+        .unwrap_or_default();
+    let index = key.index.to_string();
+    let cell_log = |message: &str| inner.logs.cell(&log_guid, &index, message);
+    let cell_id = &inner.config.cell_id;
+    match &outcome {
+        Outcome::Crashed(reason) => cell_log(reason),
+        Outcome::Exited { status, .. } => cell_log(&format!("Exit status {status}")),
+        Outcome::Stopped(_) => cell_log(&format!("Cell {cell_id} stopping instance {guid}")),
+        Outcome::NotClaimed | Outcome::Refused => {}
+    }
+    cell_log(&format!(
+        "Cell {cell_id} destroying container for instance {guid}"
+    ));
+    if destroy(inner, guid).await {
+        cell_log(&format!(
+            "Cell {cell_id} successfully destroyed container for instance {guid}"
+        ));
+    }
     let result = match outcome {
         Outcome::NotClaimed | Outcome::Refused => Ok(()),
         Outcome::Stopped(StopReason::Evacuated | StopReason::Orphaned | StopReason::Cancel) => {
             Ok(())
         }
-        Outcome::Crashed(reason) => crash(inner, key, instance, reason).await,
+        Outcome::Crashed(reason) | Outcome::Exited { reason, .. } => {
+            crash(inner, key, instance, reason).await
+        }
         Outcome::Stopped(StopReason::Vanished) if was_running => {
             crash(inner, key, instance, "container was lost".into()).await
         }

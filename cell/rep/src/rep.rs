@@ -19,6 +19,8 @@ use diego_rep_client::{CellState, ContainerState, Lrp, Resources, Task, Work};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::lifecycles::Lifecycles;
+use crate::logs::CellLogs;
 use crate::{Config, RepError};
 
 /// What a slot holds.
@@ -57,6 +59,8 @@ pub(crate) struct Slot {
     /// LRP: `evacuate_running` answered keep_container.
     pub evacuated: bool,
     pub failed: bool,
+    /// LRP: where the instance's `CELL` lines go, once its DesiredLRP is known.
+    pub log_guid: String,
     pub stop: CancellationToken,
     pub stop_reason: Option<StopReason>,
 }
@@ -67,6 +71,10 @@ pub(crate) struct Inner {
     pub bbs: BbsClient,
     pub backend: Arc<dyn Backend>,
     pub executor: Executor,
+    /// Where log lines leave the cell.
+    pub logs: Arc<CellLogs>,
+    /// The lifecycle plug-ins staging tasks name.
+    pub lifecycles: Lifecycles,
     slots: Mutex<HashMap<String, Slot>>,
     evacuating: AtomicBool,
     /// Cancelled to start evacuating.
@@ -123,9 +131,13 @@ impl Rep {
             addr: config.listen,
             source,
         })?;
+        let logs = Arc::new(CellLogs::new(config.logs_url.as_deref()));
+        let lifecycles = Lifecycles::new(config.data_dir.join("lifecycles"));
         let inner = Arc::new(Inner {
             url: format!("http://{addr}"),
             config,
+            logs,
+            lifecycles,
             bbs,
             backend,
             executor,
@@ -157,6 +169,11 @@ impl Rep {
                 }
             })
         };
+        tokio::spawn(crate::logs::forward_executor_lines(
+            inner.logs.clone(),
+            inner.executor.subscribe(),
+            inner.done.clone(),
+        ));
         tokio::spawn(presence_loop(inner.clone(), server));
         tokio::spawn(crate::sync::sync_loop(inner.clone()));
         tokio::spawn(crate::sync::event_loop(inner.clone()));
@@ -453,6 +470,7 @@ impl Slot {
             net_info: None,
             evacuated: false,
             failed: false,
+            log_guid: String::new(),
             stop: CancellationToken::new(),
             stop_reason: None,
         }

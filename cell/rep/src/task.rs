@@ -1,4 +1,6 @@
-//! One task on this cell: start (BBS) → container → action → result file → complete.
+//! One task on this cell: start (BBS) → container → action → result file → complete. A
+//! staging task (`lifecycle_staging`, no action) is staged by `crate::staging` instead of the
+//! action and result file.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -6,6 +8,7 @@ use std::sync::Arc;
 
 use diego_executor::{LogTags, RunContext};
 use diego_garden::{ContainerSpec, NetworkSpec};
+use diego_model::TaskDefinition;
 use diego_model::requests::CompleteTaskRequest;
 use diego_model::task::MAX_RESULT_BYTES;
 use diego_rep_client::ContainerState;
@@ -21,7 +24,7 @@ const REASON_FAILED_TO_RUN: &str = "failed to run container";
 const REASON_FAILED_TO_FETCH_RESULT: &str = "failed to fetch result";
 
 #[derive(Debug)]
-enum Outcome {
+pub(crate) enum Outcome {
     /// The BBS would not start it here: nothing to do.
     NotStarted,
     Completed {
@@ -33,7 +36,15 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn failed(reason: impl Into<String>) -> Outcome {
+    pub(crate) fn succeeded(result: String) -> Outcome {
+        Outcome::Completed {
+            failed: false,
+            failure_reason: String::new(),
+            result,
+        }
+    }
+
+    pub(crate) fn failed(reason: impl Into<String>) -> Outcome {
         Outcome::Completed {
             failed: true,
             failure_reason: reason.into(),
@@ -81,7 +92,7 @@ pub(crate) async fn run(inner: Arc<Inner>, guid: String) {
     inner.remove_slot(&guid);
 }
 
-fn stop_reason(inner: &Inner, guid: &str) -> StopReason {
+pub(crate) fn stop_reason(inner: &Inner, guid: &str) -> StopReason {
     inner
         .with_slot(guid, |s| s.stop_reason)
         .flatten()
@@ -89,8 +100,7 @@ fn stop_reason(inner: &Inner, guid: &str) -> StopReason {
 }
 
 async fn lifecycle(inner: &Arc<Inner>, guid: &str, stop: &CancellationToken) -> Outcome {
-    let cell_id = &inner.config.cell_id;
-    match inner.bbs.start_task(guid, cell_id).await {
+    match inner.bbs.start_task(guid, &inner.config.cell_id).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::info!(task_guid = %guid, "the BBS says the task is already started here");
@@ -110,37 +120,15 @@ async fn lifecycle(inner: &Arc<Inner>, guid: &str, stop: &CancellationToken) -> 
         () = stop.cancelled() => return Outcome::Stopped(stop_reason(inner, guid)),
     };
     let def = &task.task_definition;
+    if let Some(staging) = &def.lifecycle_staging {
+        return crate::staging::run(inner, guid, def, staging, stop).await;
+    }
     let Some(action) = &def.action else {
         return Outcome::failed(REASON_FAILED_TO_RUN);
     };
-    let Some(rootfs) = inner.rootfs_spec(&def.rootfs) else {
-        return Outcome::failed(format!(
-            "{REASON_FAILED_TO_RUN}: this cell does not provide rootfs {}",
-            def.rootfs
-        ));
-    };
-    inner.with_slot(guid, |s| s.state = ContainerState::Initializing);
-    let spec = ContainerSpec {
-        handle: Some(guid.to_string()),
-        rootfs,
-        env: Vec::new(),
-        limits: limits(def.memory_mb, def.disk_mb, def.max_pids, def.cpu_weight),
-        bind_mounts: Vec::new(),
-        properties: BTreeMap::from([
-            (PROPERTY_OWNER.to_string(), cell_id.clone()),
-            (PROPERTY_KIND.to_string(), "task".to_string()),
-        ]),
-        network: Some(NetworkSpec::default()),
-        privileged: def.privileged,
-    };
-    let created = tokio::select! {
-        c = inner.backend.create(spec) => c,
-        () = stop.cancelled() => return Outcome::Stopped(stop_reason(inner, guid)),
-    };
-    if let Err(e) = created {
-        return Outcome::failed(format!("{REASON_FAILED_TO_RUN}: {e}"));
+    if let Err(outcome) = create_container(inner, guid, def, stop).await {
+        return outcome;
     }
-    inner.with_slot(guid, |s| s.state = ContainerState::Running);
     let source = if def.log_source.is_empty() {
         "TASK".to_string()
     } else {
@@ -163,23 +151,54 @@ async fn lifecycle(inner: &Arc<Inner>, guid: &str, stop: &CancellationToken) -> 
         return Outcome::failed(e.to_string());
     }
     if def.result_file.is_empty() {
-        return Outcome::Completed {
-            failed: false,
-            failure_reason: String::new(),
-            result: String::new(),
-        };
+        return Outcome::succeeded(String::new());
     }
     match read_result(inner, guid, &def.result_file).await {
-        Ok(result) => Outcome::Completed {
-            failed: false,
-            failure_reason: String::new(),
-            result,
-        },
+        Ok(result) => Outcome::succeeded(result),
         Err(why) => {
             tracing::warn!(task_guid = %guid, %why, "reading the result file failed");
             Outcome::failed(REASON_FAILED_TO_FETCH_RESULT)
         }
     }
+}
+
+/// Creates the task's container (rootfs, limits, privileged, owner properties); the slot is
+/// `Running` once it exists. The outcome to report if it cannot be made.
+pub(crate) async fn create_container(
+    inner: &Inner,
+    guid: &str,
+    def: &TaskDefinition,
+    stop: &CancellationToken,
+) -> Result<(), Outcome> {
+    let Some(rootfs) = inner.rootfs_spec(&def.rootfs) else {
+        return Err(Outcome::failed(format!(
+            "{REASON_FAILED_TO_RUN}: this cell does not provide rootfs {}",
+            def.rootfs
+        )));
+    };
+    inner.with_slot(guid, |s| s.state = ContainerState::Initializing);
+    let spec = ContainerSpec {
+        handle: Some(guid.to_string()),
+        rootfs,
+        env: Vec::new(),
+        limits: limits(def.memory_mb, def.disk_mb, def.max_pids, def.cpu_weight),
+        bind_mounts: Vec::new(),
+        properties: BTreeMap::from([
+            (PROPERTY_OWNER.to_string(), inner.config.cell_id.clone()),
+            (PROPERTY_KIND.to_string(), "task".to_string()),
+        ]),
+        network: Some(NetworkSpec::default()),
+        privileged: def.privileged,
+    };
+    let created = tokio::select! {
+        c = inner.backend.create(spec) => c,
+        () = stop.cancelled() => return Err(Outcome::Stopped(stop_reason(inner, guid))),
+    };
+    if let Err(e) = created {
+        return Err(Outcome::failed(format!("{REASON_FAILED_TO_RUN}: {e}")));
+    }
+    inner.with_slot(guid, |s| s.state = ContainerState::Running);
+    Ok(())
 }
 
 /// The result file's contents (streamed out as tar), at most Diego's MAX_RESULT_BYTES.

@@ -126,7 +126,9 @@ fn http_get(port: u16, path: &str) -> String {
     response
 }
 
-/// The main process's environment, uid and cwd, read from /proc by root in the container.
+/// The main process's environment, uid and cwd, read from /proc in the container by its own
+/// user (vcap): root in an unprivileged container has no CAP_SYS_PTRACE, so another user's
+/// `/proc/PID/environ` is closed to it, as in Docker.
 async fn main_process_view(b: &dyn Backend, handle: &str) -> String {
     let script = "p=$(pidof httpd) || exit 1; tr '\\0' '\\n' < /proc/$p/environ; \
                   echo uid=$(stat -c %u /proc/$p); echo cwd=$(readlink /proc/$p/cwd); \
@@ -136,7 +138,7 @@ async fn main_process_view(b: &dyn Backend, handle: &str) -> String {
             handle,
             ProcessSpec {
                 argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-                user: Some("root".into()),
+                user: Some("vcap".into()),
                 ..ProcessSpec::default()
             },
         )
