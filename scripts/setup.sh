@@ -10,9 +10,10 @@
 #   runc crun          the baselines of the container benchmark
 #   docker-registry    a real OCI registry for the image tests (started by the tests on loopback)
 #   umoci skopeo       build the test images and push them to that registry
+#   wrk                the load generator of the push benchmark (router against direct)
 set -euo pipefail
 
-packages=(protobuf-compiler etcd-server curl iptables e2fsprogs busybox-static debootstrap runc crun docker-registry umoci skopeo)
+packages=(protobuf-compiler etcd-server curl iptables e2fsprogs busybox-static debootstrap runc crun docker-registry umoci skopeo wrk)
 
 missing=()
 for p in "${packages[@]}"; do

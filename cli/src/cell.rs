@@ -137,6 +137,9 @@ pub struct CellArgs {
     /// Destroy every container this cell left behind and exit (after a crash of the cell).
     #[arg(long)]
     pub cleanup: bool,
+    /// Where apps', staging's and the cell's log lines go (an apps API's URL); none: not sent.
+    #[arg(long, env = "DIEGO_LOGS_URL")]
+    pub logs_url: Option<String>,
 }
 
 pub fn parse_rootfs(s: &str) -> Result<(String, PathBuf), String> {
@@ -197,6 +200,7 @@ impl CellArgs {
             liveness_interval: self.liveness_interval,
             evacuation_timeout: self.evacuation_timeout,
             bbs_url: bbs_url.to_string(),
+            logs_url: self.logs_url.clone(),
             ..diego_rep::Config::default()
         };
         config.garden.init_bin = Some(init_helper(&self.data_dir.join("bin"))?);

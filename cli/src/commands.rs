@@ -21,8 +21,21 @@ pub enum StreamArg {
 
 /// The documented exit code for an error.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<crate::policy::Refused>().is_some() {
+    if error.downcast_ref::<crate::policy::Refused>().is_some()
+        || error.downcast_ref::<crate::apps::Failed>().is_some()
+    {
         return 4;
+    }
+    if let Some(api) = error.downcast_ref::<diego_apps_api::AppsClientError>() {
+        if matches!(api, diego_apps_api::AppsClientError::Transport { .. }) {
+            return 12;
+        }
+        return match api.status() {
+            None => 1,
+            Some(404) => 3,
+            Some(400..=499) => 4,
+            Some(_) => 1,
+        };
     }
     let Some(client) = error.downcast_ref::<ClientError>() else {
         return 1;

@@ -1,8 +1,9 @@
 //! `diego`: one binary for every role of the platform and for the commands people type.
 //!
 //! Exit codes: 0 ok (also when the reader of the output goes away, as in `diego actual-lrps |
-//! head -1`) · 1 error · 2 usage · 3 not found · 4 refused (by a policy, or by the BBS: invalid
-//! request, over a limit, conflict) · 12 BBS unreachable · 130 interrupted.
+//! head -1`) · 1 error · 2 usage · 3 not found · 4 refused (by a policy, by the BBS or the apps
+//! API: invalid request, over a limit, conflict; a push whose staging or start failed) · 12 BBS
+//! or apps API unreachable · 130 interrupted.
 //!
 //! Logs go to stderr, in colour only when stderr is a terminal and `NO_COLOR` is not set.
 
@@ -11,9 +12,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod apps;
+mod bits;
 mod brain;
 mod cell;
 mod commands;
+mod manifest;
+mod platform;
 mod policy;
 mod roles;
 
@@ -32,6 +37,14 @@ struct Cli {
         default_value = "http://127.0.0.1:8889"
     )]
     bbs_url: String,
+    /// The apps API to talk to (`diego api`, or the one `diego dev` runs).
+    #[arg(
+        long,
+        global = true,
+        env = "DIEGO_API",
+        default_value = "http://127.0.0.1:8891"
+    )]
+    api_url: String,
     /// Log filter, e.g. `info` or `diego_bbs=debug` (also RUST_LOG).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -49,8 +62,99 @@ enum Command {
     Cell(cell::CellArgs),
     /// Run the brain: the auctioneer and the converger (one active at a time, by lock).
     Brain(brain::BrainArgs),
+    /// Run the apps API with the blob store and the log server (the CC-bridge's job).
+    Api(platform::ApiArgs),
+    /// Run the HTTP router and its route emitter.
+    Router(platform::RouterArgs),
     /// See and swap the auction policy at run time.
     Policy(policy::PolicyArgs),
+    /// Push an app: upload its directory (or name a Docker image), stage it, run it.
+    Push {
+        #[command(flatten)]
+        args: apps::PushArgs,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List apps.
+    Apps {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show an app: its settings, URL and every instance.
+    App {
+        name: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Change an app's instances, memory or disk.
+    Scale {
+        #[command(flatten)]
+        args: apps::ScaleArgs,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Start a stopped app.
+    Start { name: String },
+    /// Stop an app's instances.
+    Stop { name: String },
+    /// Replace an app's instances with fresh ones.
+    Restart { name: String },
+    /// Delete an app and everything it owns.
+    Delete {
+        name: String,
+        /// Do not ask.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Stream an app's logs (staging, app, health, router, cell).
+    Logs {
+        name: String,
+        /// Print the recent lines and stop.
+        #[arg(long)]
+        recent: bool,
+    },
+    /// An app's events: crashes, stagings, scaling.
+    Events {
+        name: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Show an app's environment variables.
+    Env {
+        name: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Set an environment variable of an app (seen after a restart).
+    SetEnv {
+        name: String,
+        key: String,
+        value: String,
+    },
+    /// Run a one-off task on an app's droplet.
+    RunTask {
+        name: String,
+        command: String,
+        /// The task's name.
+        #[arg(long)]
+        task_name: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Install a buildpack from a directory (with bin/detect and bin/compile or
+    /// bin/supply and bin/finalize).
+    CreateBuildpack {
+        name: String,
+        dir: PathBuf,
+        /// Its place in detection order (1 = first; default last).
+        #[arg(long)]
+        position: Option<u32>,
+    },
+    /// List the installed buildpacks, in detection order.
+    Buildpacks {
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// List desired LRPs (one JSON record per line).
     DesiredLrps {
         #[arg(long, default_value = "")]
@@ -68,7 +172,7 @@ enum Command {
     /// Desire an LRP from Diego JSON (a file, or - for stdin).
     DesireLrp { file: PathBuf },
     /// Change the instance count of a desired LRP.
-    Scale {
+    ScaleLrp {
         process_guid: String,
         instances: i32,
     },
@@ -89,8 +193,8 @@ enum Command {
     Domains,
     /// List locks and presences.
     Locks,
-    /// Stream events (one JSON event per line), resuming after --after if given.
-    Events {
+    /// Stream the BBS's events (one JSON event per line), resuming after --after if given.
+    BbsEvents {
         #[arg(long, value_enum, default_value = "all")]
         stream: commands::StreamArg,
         #[arg(long)]
@@ -103,6 +207,14 @@ enum Command {
     },
     /// Show the store's members and whether it runs degraded.
     StoreHealth,
+}
+
+/// `-o text|json`.
+#[derive(Debug, clap::Args)]
+struct OutputArg {
+    /// json for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: apps::Output,
 }
 
 fn main() -> ExitCode {
@@ -149,12 +261,39 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let bbs = diego_bbs_client::BbsClient::new(&cli.bbs_url);
+    let api = cli.api_url.as_str();
     match cli.command {
         Command::Dev(args) => roles::dev(args).await,
         Command::Bbs(args) => roles::bbs(args).await,
         Command::Cell(args) => cell::run(&cli.bbs_url, args).await,
         Command::Brain(args) => brain::run(&cli.bbs_url, args).await,
+        Command::Api(args) => platform::api(&cli.bbs_url, args).await,
+        Command::Router(args) => platform::router(&cli.bbs_url, args).await,
         Command::Policy(args) => policy::run(&bbs, args).await,
+        Command::Push { args, output } => apps::push(api, args, output.output).await,
+        Command::Apps { output } => apps::apps(api, output.output).await,
+        Command::App { name, output } => apps::app(api, &name, output.output).await,
+        Command::Scale { args, output } => apps::scale(api, args, output.output).await,
+        Command::Start { name } => apps::start(api, &name).await,
+        Command::Stop { name } => apps::stop(api, &name).await,
+        Command::Restart { name } => apps::restart(api, &name).await,
+        Command::Delete { name, force } => apps::delete(api, &name, force).await,
+        Command::Logs { name, recent } => apps::logs(api, &name, recent).await,
+        Command::Events { name, output } => apps::events(api, &name, output.output).await,
+        Command::Env { name, output } => apps::env(api, &name, output.output).await,
+        Command::SetEnv { name, key, value } => apps::set_env(api, &name, &key, &value).await,
+        Command::RunTask {
+            name,
+            command,
+            task_name,
+            output,
+        } => apps::run_task(api, &name, &command, task_name, output.output).await,
+        Command::CreateBuildpack {
+            name,
+            dir,
+            position,
+        } => apps::create_buildpack(api, &name, &dir, position).await,
+        Command::Buildpacks { output } => apps::buildpacks(api, output.output).await,
         Command::DesiredLrps { domain } => commands::desired_lrps(&bbs, domain).await,
         Command::ActualLrps {
             domain,
@@ -162,7 +301,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             process_guid,
         } => commands::actual_lrps(&bbs, domain, cell_id, process_guid).await,
         Command::DesireLrp { file } => commands::desire_lrp(&bbs, &file).await,
-        Command::Scale {
+        Command::ScaleLrp {
             process_guid,
             instances,
         } => commands::scale(&bbs, process_guid, instances).await,
@@ -172,7 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cells => commands::cells(&bbs).await,
         Command::Domains => commands::domains(&bbs).await,
         Command::Locks => commands::locks(&bbs).await,
-        Command::Events {
+        Command::BbsEvents {
             stream,
             cell_id,
             after,

@@ -94,6 +94,21 @@ pub struct DevArgs {
     /// Extra preloaded root filesystems, NAME=DIR (`cflinuxfs4` is made or found for you).
     #[arg(long = "rootfs", value_parser = crate::cell::parse_rootfs)]
     rootfs: Vec<(String, PathBuf)>,
+    /// Address of the brain (default: the BBS's port + 1).
+    #[arg(long)]
+    brain_listen: Option<SocketAddr>,
+    /// Address of the apps API, with the blob store and the log server.
+    #[arg(long, default_value = "127.0.0.1:8891")]
+    api_listen: SocketAddr,
+    /// Address the router proxies apps on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    router_listen: SocketAddr,
+    /// Address of the router's registration API.
+    #[arg(long, default_value = "127.0.0.1:8892")]
+    router_admin_listen: SocketAddr,
+    /// Apps are at http://NAME.DOMAIN:ROUTER-PORT (`*.localhost` names loopback).
+    #[arg(long, default_value = "localhost")]
+    domain: String,
     #[command(flatten)]
     tuning: BbsTuning,
 }
@@ -227,7 +242,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     ));
 
     // The brain on the next port, with dev-sized intervals.
-    let brain_addr = std::net::SocketAddr::new(bbs_addr.ip(), bbs_addr.port() + 1);
+    let brain_addr = args
+        .brain_listen
+        .unwrap_or_else(|| std::net::SocketAddr::new(bbs_addr.ip(), bbs_addr.port() + 1));
     let brain_args = brain_args(&[
         "--listen",
         &brain_addr.to_string(),
@@ -238,6 +255,60 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     ])?;
     let brain_url = url.clone();
     let brain = tokio::spawn(async move { crate::brain::run(&brain_url, brain_args).await });
+
+    // The apps API (with the blob store and the log server) and the router with its emitter.
+    let api_listener = tokio::net::TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the apps API", args.api_listen))?;
+    let router_listener = tokio::net::TcpListener::bind(args.router_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the router", args.router_listen))?;
+    let router_admin_listener = tokio::net::TcpListener::bind(args.router_admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the router's registration API",
+                args.router_admin_listen
+            )
+        })?;
+    let api_url = format!("http://{}", api_listener.local_addr()?);
+    let router_addr = router_listener.local_addr()?;
+    let api_args = crate::platform::ApiArgs {
+        listen: args.api_listen,
+        public_url: None,
+        data_dir: data_dir.join("api"),
+        domain: args.domain.clone(),
+        router_port: router_addr.port(),
+        sync_interval: Duration::from_secs(10),
+    };
+    let router_args = crate::platform::RouterArgs {
+        listen: router_addr,
+        admin_listen: args.router_admin_listen,
+        index: 0,
+        logs_url: Some(api_url.clone()),
+        sync_interval: Duration::from_secs(10),
+    };
+    // Cells stop first (their instances go), then the API and the router, then the BBS.
+    let platform_shutdown = CancellationToken::new();
+    let api = {
+        let (url, token) = (url.clone(), platform_shutdown.clone());
+        tokio::spawn(async move {
+            crate::platform::serve_api(api_listener, &url, &api_args, token).await
+        })
+    };
+    let router = {
+        let (url, token) = (url.clone(), platform_shutdown.clone());
+        tokio::spawn(async move {
+            crate::platform::serve_router(
+                router_listener,
+                router_admin_listener,
+                &url,
+                &router_args,
+                token,
+            )
+            .await
+        })
+    };
 
     let mut cell_tasks = Vec::new();
     for i in 0..cells {
@@ -258,6 +329,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             // Every dev cell stops at once, so there is nowhere to hand work to: don't wait.
             evacuation_timeout: Duration::from_secs(2),
             cleanup: false,
+            logs_url: Some(api_url.clone()),
         };
         let config = cell.rep_config(&url)?;
         let token = shutdown.clone();
@@ -266,7 +338,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         ));
     }
     eprintln!(
-        "\ndiego dev {version}\n  BBS      {url}   (OpenAPI: {url}/v1/openapi.json)\n  brain    http://{brain_addr}\n  cells    {cells}{rootfs_note}\n  store    {store}\n\nTry:\n  diego desire-lrp examples/lrp.json\n  diego actual-lrps\n  diego desire-task examples/task.json && diego tasks\n  diego policy get\n",
+        "\ndiego dev {version}\n  BBS      {url}   (OpenAPI: {url}/v1/openapi.json)\n  brain    http://{brain_addr}\n  apps API {api_url}   (blob store, logs)\n  router   http://{router_addr}   (apps at http://NAME.{domain}:{router_port})\n  cells    {cells}{rootfs_note}\n  store    {store}\n\nTry:\n  diego create-buildpack python lifecycles/buildpacks/python\n  diego push hello -p lifecycles/test-apps/python-web\n  curl http://hello.{domain}:{router_port}/\n  diego app hello; diego logs hello --recent\n  diego desire-lrp examples/lrp.json; diego actual-lrps; diego policy get\n",
+        domain = args.domain,
+        router_port = router_addr.port(),
         version = env!("CARGO_PKG_VERSION"),
         rootfs_note = if cells > 0 {
             format!(
@@ -311,6 +385,15 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("cells did not stop within 5 s; stopping anyway");
+    }
+    platform_shutdown.cancel();
+    for (what, task) in [("the apps API", api), ("the router", router)] {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "{what} stopped"),
+            Ok(Err(e)) => tracing::error!(error = %e, "{what} panicked"),
+            Err(_) => tracing::warn!("{what} did not stop within 5 s"),
+        }
     }
     brain.abort();
     bbs_shutdown.cancel();

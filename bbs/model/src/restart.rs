@@ -127,7 +127,10 @@ mod tests {
             max_backoff: Duration::from_secs(64),
             ..RestartPolicy::default()
         };
-        let secs: Vec<u64> = (3..10).filter_map(|c| fast.backoff(c)).map(|d| d.as_secs()).collect();
+        let secs: Vec<u64> = (3..10)
+            .filter_map(|c| fast.backoff(c))
+            .map(|d| d.as_secs())
+            .collect();
         assert_eq!(secs, vec![2, 4, 8, 16, 32, 64, 64]);
     }
 

@@ -9,8 +9,8 @@ use crate::desired_lrp::{
     CachedDependency, CertificateProperties, EnvironmentVariable, ImageLayer, LogRateLimit,
     MetricTagValue, Network, SecurityGroupRule, VolumeMount,
 };
-use crate::validate::Problems;
 use crate::staging::LifecycleStaging;
+use crate::validate::Problems;
 use crate::{BbsError, Timestamp};
 
 /// The longest task result Diego keeps.

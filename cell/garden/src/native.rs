@@ -101,6 +101,31 @@ pub struct NativeBackend {
     net_lock: tokio::sync::Mutex<()>,
     host_net: tokio::sync::OnceCell<()>,
     puller: crate::image::Puller,
+    /// The address and host port handed out last: the next ones are searched from there, so a
+    /// just-freed address or port is reused last (see [`next_free`]).
+    last_handed_out: Mutex<(Option<Ipv4Addr>, Option<u16>)>,
+}
+
+/// The first of `candidates` after `last` (wrapping around) that is `free`.
+///
+/// Addresses and host ports are handed out round robin, as CNI's host-local IPAM does: a
+/// container made just after another was destroyed must not get its address, or the host's
+/// neighbour cache still sends to the old container's MAC for up to half a minute, and its
+/// port, or old connections still tracked to that port reach the wrong place.
+fn next_free<T: Copy + PartialEq>(
+    candidates: impl Iterator<Item = T>,
+    last: Option<T>,
+    free: impl Fn(&T) -> bool,
+) -> Option<T> {
+    let all: Vec<T> = candidates.collect();
+    let start = last
+        .and_then(|l| all.iter().position(|c| *c == l))
+        .map_or(0, |i| i + 1);
+    all[start..]
+        .iter()
+        .chain(&all[..start])
+        .copied()
+        .find(|c| free(c))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -258,6 +283,7 @@ impl NativeBackend {
             creating: Mutex::new(HashSet::new()),
             net_lock: tokio::sync::Mutex::new(()),
             host_net: tokio::sync::OnceCell::new(),
+            last_handed_out: Mutex::new((None, None)),
         };
         if let Ok(rd) = std::fs::read_dir(backend.cfg.depot.join("trash")) {
             for e in rd.flatten() {
@@ -584,12 +610,13 @@ impl NativeBackend {
                     .values()
                     .filter_map(|c| lock(&c.record).ip)
                     .collect();
-                let ip = self
-                    .cfg
-                    .network
-                    .container_addresses()
-                    .find(|a| !used.contains(a))
-                    .ok_or_else(|| Error::InvalidRequest("container subnet is full".into()))?;
+                let mut last = lock(&self.last_handed_out);
+                let ip = next_free(self.cfg.network.container_addresses(), last.0, |a| {
+                    !used.contains(a)
+                })
+                .ok_or_else(|| Error::InvalidRequest("container subnet is full".into()))?;
+                last.0 = Some(ip);
+                drop(last);
                 lock(&container.record).ip = Some(ip);
                 Self::persist(&container)?;
                 ip
@@ -620,9 +647,13 @@ impl NativeBackend {
             })
             .collect();
         let (lo, hi) = self.cfg.network.host_ports;
-        (lo..=hi)
-            .find(|p| !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
-            .ok_or_else(|| Error::InvalidRequest(format!("no free host port in {lo}-{hi}")))
+        let mut last = lock(&self.last_handed_out);
+        let port = next_free(lo..=hi, last.1, |p| {
+            !used.contains(p) && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok()
+        })
+        .ok_or_else(|| Error::InvalidRequest(format!("no free host port in {lo}-{hi}")))?;
+        last.1 = Some(port);
+        Ok(port)
     }
 }
 
@@ -1012,6 +1043,18 @@ fn rlimits(limits: &crate::types::Limits) -> Vec<Rlimit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_and_ports_are_handed_out_round_robin() {
+        let free = |x: &u16| *x != 3;
+        assert_eq!(next_free(1..=5u16, None, free), Some(1));
+        // 1 was handed out and freed again: 2 comes next, not 1
+        assert_eq!(next_free(1..=5u16, Some(1), |_| true), Some(2));
+        assert_eq!(next_free(1..=5u16, Some(2), free), Some(4));
+        assert_eq!(next_free(1..=5u16, Some(5), free), Some(1), "wraps around");
+        assert_eq!(next_free(1..=5u16, Some(9), free), Some(1), "an unknown last");
+        assert_eq!(next_free(1..=5u16, Some(2), |_| false), None);
+    }
 
     #[test]
     fn rlimits_default_to_diegos() {

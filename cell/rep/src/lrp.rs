@@ -201,10 +201,11 @@ async fn lifecycle(
     } else {
         None
     };
-    let startup_interval = checker.interval(inner.config.startup_check_interval);
+    // As Diego's executor: start-up checks run at the unhealthy monitoring interval whatever
+    // the checks' own `interval_ms`, which paces liveness checks once the instance runs.
     let healthy = tokio::select! {
         result = &mut action_run => return exited(result),
-        healthy = checker.await_healthy(&target, startup_interval, start_timeout) => healthy,
+        healthy = checker.await_healthy(&target, inner.config.startup_check_interval, start_timeout) => healthy,
     };
     if let Err(reason) = healthy {
         action_cancel.cancel();

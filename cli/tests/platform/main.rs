@@ -9,6 +9,7 @@
 
 mod failover;
 mod policies;
+mod push;
 mod workloads;
 
 use std::path::PathBuf;

@@ -10,12 +10,14 @@
 //! [`push_test_image`] builds an OCI image with `umoci` and pushes it there with `skopeo`.
 
 pub mod bbs;
+pub mod dev;
 pub mod etcd;
 pub mod platform;
 pub mod registry;
 pub mod root;
 
 pub use bbs::TestBbs;
+pub use dev::{DevConfig, DevPlatform};
 pub use etcd::{EtcdCluster, EtcdServer, etcd_binary, free_port};
 pub use platform::{Platform, PlatformConfig, Proc};
 pub use registry::{

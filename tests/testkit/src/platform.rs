@@ -30,7 +30,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(diego: &Path, name: &str, url: String, args: &[String], log: PathBuf) -> Result<Proc> {
+    pub(crate) fn spawn(
+        diego: &Path,
+        name: &str,
+        url: String,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Proc> {
         let out = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;
