@@ -367,8 +367,8 @@ pub async fn app(api_url: &str, name: &str, output: Output) -> anyhow::Result<()
             instances_line(v),
         );
         out.push_str(&format!(
-            "     {:<9} {:<22} {:<8} {:<7} {}",
-            "state", "since", "crashes", "uptime", "details"
+            "     {:<9} {:<21} {:>6} {:>16} {:>16} {:<8} {:<7} {}",
+            "state", "since", "cpu", "memory", "disk", "crashes", "uptime", "details"
         ));
         for i in v["instances"].as_array().cloned().unwrap_or_default() {
             let details = [
@@ -379,11 +379,24 @@ pub async fn app(api_url: &str, name: &str, output: Output) -> anyhow::Result<()
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join("; ");
+            let usage = &i["usage"];
+            let (cpu, memory, disk) = if usage.is_object() {
+                (
+                    format!("{:.1}%", usage["cpu_percent"].as_f64().unwrap_or(0.0)),
+                    used_of(&usage["memory_bytes"], &usage["memory_limit_bytes"]),
+                    used_of(&usage["disk_bytes"], &usage["disk_limit_bytes"]),
+                )
+            } else {
+                ("-".into(), "-".into(), "-".into())
+            };
             out.push_str(&format!(
-                "\n#{:<3} {:<9} {:<22} {:<8} {:<7} {}",
+                "\n#{:<3} {:<9} {:<21} {:>6} {:>16} {:>16} {:<8} {:<7} {}",
                 i["index"],
                 i["state"].as_str().unwrap_or("?"),
                 since(i["since"].as_i64()),
+                cpu,
+                memory,
+                disk,
                 i["crash_count"],
                 format!("{}s", i["uptime_s"].as_u64().unwrap_or(0)),
                 details
@@ -391,6 +404,23 @@ pub async fn app(api_url: &str, name: &str, output: Output) -> anyhow::Result<()
         }
         out
     })
+}
+
+/// `23.1M of 256M`, as cf shows usage (`of` left out when unlimited).
+fn used_of(used: &Value, limit: &Value) -> String {
+    let mib = |b: u64| {
+        let m = b as f64 / f64::from(1 << 20);
+        if m >= 1024.0 {
+            format!("{:.1}G", m / 1024.0)
+        } else {
+            format!("{m:.1}M")
+        }
+    };
+    match (used.as_u64(), limit.as_u64()) {
+        (Some(u), Some(l)) if l > 0 => format!("{} of {}", mib(u), mib(l)),
+        (Some(u), _) => mib(u),
+        _ => "-".into(),
+    }
 }
 
 fn since(ns: Option<i64>) -> String {
@@ -624,6 +654,15 @@ pub async fn buildpacks(api_url: &str, output: Output) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_as_cf_shows_it() {
+        let v = |n: u64| Value::from(n);
+        assert_eq!(used_of(&v(24_222_105), &v(256 << 20)), "23.1M of 256.0M");
+        assert_eq!(used_of(&v(1 << 20), &v(0)), "1.0M");
+        assert_eq!(used_of(&v(3 << 30), &v(4 << 30)), "3.0G of 4.0G");
+        assert_eq!(used_of(&Value::Null, &v(1)), "-");
+    }
 
     #[test]
     fn dates() {

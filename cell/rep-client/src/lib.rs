@@ -9,6 +9,9 @@
 //! - `POST /v1/lrps/{process_guid}/instances/{instance_guid}/stop`
 //! - `POST /v1/tasks/{task_guid}/cancel`
 //! - `POST /v1/drain` — start evacuating (as SIGTERM does); answers at once.
+//! - `GET  /v1/lrps/{process_guid}/instances/{instance_guid}/metrics` — [`InstanceMetrics`]:
+//!   what the instance's container uses of its limits (Diego sends these to Loggregator as
+//!   container metrics; here the apps API asks the cell).
 //!
 //! Errors are answered as `{"error": {"type", "message"}}` (the BBS's [`diego_model::BbsError`]).
 
@@ -129,6 +132,19 @@ pub enum RepClientError {
     Decode { url: String, message: String },
 }
 
+/// What an instance's container uses now, of its limits (0: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceMetrics {
+    /// CPU in use since the previous sample (or since the container started), percent of one
+    /// core, as cf shows it.
+    pub cpu_percent: f64,
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub disk_bytes: u64,
+    pub disk_limit_bytes: u64,
+}
+
 pub type Result<T> = std::result::Result<T, RepClientError>;
 
 /// A client for one rep.
@@ -194,6 +210,20 @@ impl RepClient {
         let url = format!("{}/v1/tasks/{task_guid}/cancel", self.base);
         let r = self.http.post(&url).send().await;
         expect_ok(&url, r).await.map(drop)
+    }
+
+    /// What an instance's container uses now.
+    pub async fn instance_metrics(
+        &self,
+        process_guid: &str,
+        instance_guid: &str,
+    ) -> Result<InstanceMetrics> {
+        let url = format!(
+            "{}/v1/lrps/{process_guid}/instances/{instance_guid}/metrics",
+            self.base
+        );
+        let r = self.http.get(&url).send().await;
+        decode(&url, expect_ok(&url, r).await?).await
     }
 
     /// Asks the rep to evacuate (what SIGTERM does).

@@ -24,6 +24,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
             "/v1/lrps/{process_guid}/instances/{instance_guid}/stop",
             post(stop_lrp),
         )
+        .route(
+            "/v1/lrps/{process_guid}/instances/{instance_guid}/metrics",
+            get(instance_metrics),
+        )
         .route("/v1/tasks/{task_guid}/cancel", post(cancel_task))
         .route("/v1/drain", post(drain))
         .with_state(inner)
@@ -73,6 +77,21 @@ async fn stop_lrp(
     }
     tracing::info!(%process_guid, %instance_guid, "stop requested");
     Ok(StatusCode::ACCEPTED)
+}
+
+async fn instance_metrics(
+    State(inner): State<Arc<Inner>>,
+    Path((process_guid, instance_guid)): Path<(String, String)>,
+) -> Result<Json<diego_rep_client::InstanceMetrics>, ApiError> {
+    inner
+        .instance_metrics(&process_guid, &instance_guid)
+        .await
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError(BbsError::not_found(format!(
+                "no running container of instance {instance_guid} of {process_guid} on this cell"
+            )))
+        })
 }
 
 async fn cancel_task(

@@ -207,7 +207,24 @@ async fn lifecycle(
         result = &mut action_run => return exited(result),
         healthy = checker.await_healthy(&target, inner.config.startup_check_interval, start_timeout) => healthy,
     };
+    // Health check failures as Diego's healthcheck reports them: `[HEALTH/<index>]` on stderr.
+    let health_log = |message: &str| {
+        let source = desired
+            .check_definition
+            .as_ref()
+            .map(|c| c.log_source.as_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("HEALTH");
+        inner.logs.emit(
+            &desired.log_guid,
+            source,
+            &index,
+            diego_logs::LogStream::Stderr,
+            message,
+        );
+    };
     if let Err(reason) = healthy {
+        health_log(&reason);
         action_cancel.cancel();
         let _ = (&mut action_run).await;
         return Outcome::Crashed(reason);
@@ -249,6 +266,7 @@ async fn lifecycle(
                     if stop.is_cancelled() {
                         continue; // the action is being stopped; its exit says why
                     }
+                    health_log(&failure);
                     action_cancel.cancel();
                     let _ = (&mut action_run).await;
                     return Outcome::Crashed(format!("Instance became unhealthy: {failure}"));

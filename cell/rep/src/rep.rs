@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     pub wake_sync: Notify,
     /// Wakes the evacuation loop early (a slot went away).
     pub slot_gone: Notify,
+    /// The last CPU sample (when, CPU ns) per instance, for `cpu_percent` between samples.
+    cpu_samples: Mutex<HashMap<String, (std::time::Instant, u64)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -148,6 +150,7 @@ impl Rep {
             finished: CancellationToken::new(),
             wake_sync: Notify::new(),
             slot_gone: Notify::new(),
+            cpu_samples: Mutex::new(HashMap::new()),
         });
         tracing::info!(cell_id = %inner.config.cell_id, url = %inner.url, "rep listening");
 
@@ -241,6 +244,57 @@ impl Inner {
     /// Runs `f` on the slot `guid`, if it still exists.
     pub fn with_slot<T>(&self, guid: &str, f: impl FnOnce(&mut Slot) -> T) -> Option<T> {
         self.slots().get_mut(guid).map(f)
+    }
+
+    /// What instance `instance_guid` of `process_guid` uses now, if it runs here. CPU is the
+    /// share of one core since the previous sample (the first: over 200 ms).
+    pub async fn instance_metrics(
+        &self,
+        process_guid: &str,
+        instance_guid: &str,
+    ) -> Option<diego_rep_client::InstanceMetrics> {
+        let ours = self
+            .with_slot(
+                instance_guid,
+                |slot| matches!(&slot.kind, Kind::Lrp(key) if key.process_guid == process_guid),
+            )
+            .unwrap_or(false);
+        if !ours {
+            return None;
+        }
+        let previous = self
+            .cpu_samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance_guid)
+            .copied();
+        let (at, ns) = match previous {
+            Some(sample) => sample,
+            // No earlier sample: take one now and measure over a short window.
+            None => {
+                let first = self.backend.metrics(instance_guid).await.ok()?;
+                let at = std::time::Instant::now();
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                (at, first.cpu_usage_ns)
+            }
+        };
+        let m = self.backend.metrics(instance_guid).await.ok()?;
+        let now = std::time::Instant::now();
+        let cpu_percent = m.cpu_usage_ns.saturating_sub(ns) as f64 * 100.0
+            / now.duration_since(at).as_nanos().max(1) as f64;
+        {
+            let mut samples = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
+            let slots = self.slots();
+            samples.retain(|guid, _| slots.contains_key(guid));
+            samples.insert(instance_guid.to_string(), (now, m.cpu_usage_ns));
+        }
+        Some(diego_rep_client::InstanceMetrics {
+            cpu_percent,
+            memory_bytes: m.memory_bytes,
+            memory_limit_bytes: m.memory_limit_bytes,
+            disk_bytes: m.disk_bytes,
+            disk_limit_bytes: m.disk_limit_bytes,
+        })
     }
 
     pub fn remove_slot(&self, guid: &str) {

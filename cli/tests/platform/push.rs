@@ -180,6 +180,16 @@ fn push_buildpack_and_docker_apps_through_the_router() {
         Ok(running_instances(d, "web") == 3)
     })
     .unwrap();
+    // each running instance's usage of its limits, from its cell
+    let view = app(&dev, "web");
+    for i in view["instances"].as_array().unwrap() {
+        let usage = &i["usage"];
+        assert!(usage["memory_bytes"].as_u64() > Some(0), "{i}");
+        assert_eq!(usage["memory_limit_bytes"].as_u64(), Some(256 << 20), "{i}");
+        assert!(usage["cpu_percent"].as_f64().is_some(), "{i}");
+    }
+    let text = dev.diego_ok(&["app", "web"]).unwrap();
+    assert!(text.contains(" of 256.0M"), "{text}");
     dev.wait_for(
         "requests reaching all 3 instances",
         Duration::from_secs(30),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use diego_model::requests::{
     ActualLrpsRequest, DesireTaskRequest, DesiredLrpsRequest, TasksRequest,
@@ -696,6 +697,8 @@ fn instance_view(a: &ActualLrp, now: i64) -> InstanceView {
             0
         },
         process_guid: a.process_guid.clone(),
+        instance_guid: a.instance_guid.clone(),
+        usage: None,
     }
 }
 
@@ -818,5 +821,39 @@ pub async fn summaries(state: &State) -> ApiResult<Vec<AppSummary>> {
 /// Loads the app `name` and answers its view.
 pub async fn view_by_name(state: &State, name: &str) -> ApiResult<AppView> {
     let app = load(state, name).await?;
-    Ok(view(state, &app).await)
+    let mut view = view(state, &app).await;
+    add_usage(state, &mut view.instances).await;
+    Ok(view)
+}
+
+/// Asks each running instance's cell what it uses (at once, each call bounded: a cell that
+/// does not answer leaves that instance without usage, never delays the view for long).
+async fn add_usage(state: &State, instances: &mut [InstanceView]) {
+    if !instances.iter().any(|i| i.state == "RUNNING") {
+        return;
+    }
+    let cells = match state.bbs.cells().await {
+        Ok(cells) => cells,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list cells for usage");
+            return;
+        }
+    };
+    let asks = instances.iter().map(|i| {
+        let rep = cells
+            .iter()
+            .find(|c| c.cell_id == i.cell_id && i.state == "RUNNING")
+            .map(|c| diego_rep_client::RepClient::new(&c.rep_url, Duration::from_secs(2)));
+        let (pg, ig) = (i.process_guid.clone(), i.instance_guid.clone());
+        async move {
+            match rep {
+                Some(rep) => rep.instance_metrics(&pg, &ig).await.ok(),
+                None => None,
+            }
+        }
+    });
+    let usage = futures::future::join_all(asks).await;
+    for (instance, usage) in instances.iter_mut().zip(usage) {
+        instance.usage = usage;
+    }
 }

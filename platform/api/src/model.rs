@@ -272,8 +272,8 @@ pub struct AppSummary {
     pub lifecycle: LifecycleKind,
 }
 
-/// One instance, as the BBS knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One instance, as the BBS knows it (and, when running, what it uses, as its cell says).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceView {
     pub index: i32,
     /// Diego's state: UNCLAIMED, CLAIMED, RUNNING, CRASHED.
@@ -291,6 +291,11 @@ pub struct InstanceView {
     pub uptime_s: u64,
     /// The process guid (version) it belongs to.
     pub process_guid: String,
+    pub instance_guid: String,
+    /// CPU, memory and disk in use of its limits, from its cell (`GET /v1/apps/{name}` only;
+    /// absent when not running or the cell did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<diego_rep_client::InstanceMetrics>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,7 +335,7 @@ pub struct LifecycleView {
 }
 
 /// `GET /v1/apps/{name}` (and the answer of every route that changes an app).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppView {
     pub guid: String,
     pub name: String,
