@@ -8,6 +8,7 @@
 //! GET    /containers?name=value...                -> {"handles":[..]} (property filter)
 //! DELETE /containers/{handle}
 //! GET    /containers/{handle}/info | /metrics
+//! GET    /containers/{handle}/spec                -> the OCI runtime spec of what it got
 //! POST   /containers/{handle}/processes           ProcessSpec -> {"id"}
 //! GET    /containers/{handle}/processes/{id}      newline-delimited JSON frames:
 //!                                                 {"stdout":b64} {"stderr":b64} {"exit":n}
@@ -133,6 +134,7 @@ pub fn app(backend: Arc<dyn Backend>) -> Router {
         .route("/containers/{handle}", axum::routing::delete(destroy))
         .route("/containers/{handle}/info", get(info))
         .route("/containers/{handle}/metrics", get(metrics))
+        .route("/containers/{handle}/spec", get(runtime_spec))
         .route("/containers/{handle}/processes", post(run_process))
         .route("/containers/{handle}/processes/{id}", get(attach))
         .route("/containers/{handle}/processes/{id}/signal", post(signal))
@@ -232,6 +234,13 @@ async fn metrics(
     Path(handle): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(b.metrics(&handle).await?))
+}
+
+async fn runtime_spec(
+    State(b): State<AppState>,
+    Path(handle): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(b.runtime_spec(&handle).await?))
 }
 
 async fn run_process(
@@ -339,4 +348,52 @@ async fn net_in(
     Json(req): Json<NetIn>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(b.net_in(&handle, req).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Client;
+    use crate::fake::FakeBackend;
+
+    #[tokio::test]
+    async fn runtime_spec_is_served_read_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(FakeBackend::default()),
+            std::future::pending(),
+        ));
+        let c = Client::new(format!("http://{addr}"));
+        let mut spec = ContainerSpec::from_dir("/rootfs");
+        spec.handle = Some("h1".into());
+        spec.limits.nproc = Some(64);
+        c.create(spec.clone()).await.unwrap();
+        let got = c.runtime_spec("h1").await.unwrap();
+        assert_eq!(got, crate::spec::runtime_spec(&spec, "h1"));
+        let rlimits = got.process().as_ref().unwrap().rlimits().clone().unwrap();
+        assert_eq!(rlimits[1].hard(), 64);
+        // the route answers JSON in the runtime spec's own shape
+        let raw: serde_json::Value = reqwest::get(format!("http://{addr}/containers/h1/spec"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(raw["linux"]["maskedPaths"].is_array(), "{raw}");
+        assert_eq!(raw["process"]["noNewPrivileges"], true);
+        let err = c.runtime_spec("nope").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote { kind, .. } if kind == "ResourceNotFound"),
+            "{err}"
+        );
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/containers/h1/spec"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        server.abort();
+    }
 }

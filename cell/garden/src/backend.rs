@@ -81,6 +81,16 @@ pub trait Backend: Send + Sync {
     /// Maps a host port to a container port.
     async fn net_in(&self, handle: &str, net_in: NetIn) -> Result<PortMapping>;
 
+    /// What the container got, read-only, as an OCI runtime spec: namespaces, uid/gid
+    /// mappings, capability sets, seccomp profile, masked and read-only paths, sysctls,
+    /// rlimits, devices (see [`crate::spec`]). Backends that do not describe their
+    /// containers answer `InvalidRequest`.
+    async fn runtime_spec(&self, handle: &str) -> Result<oci_spec::runtime::Spec> {
+        Err(crate::Error::InvalidRequest(format!(
+            "this backend does not describe the runtime spec of container {handle}"
+        )))
+    }
+
     /// Whether a container exists (Garden's Lookup).
     async fn lookup(&self, handle: &str) -> Result<bool> {
         match self.info(handle).await {

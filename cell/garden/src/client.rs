@@ -223,6 +223,10 @@ impl Backend for Client {
         Self::json(self.http.get(self.c(handle, "/metrics"))).await
     }
 
+    async fn runtime_spec(&self, handle: &str) -> Result<oci_spec::runtime::Spec> {
+        Self::json(self.http.get(self.c(handle, "/spec"))).await
+    }
+
     async fn net_in(&self, handle: &str, net_in: NetIn) -> Result<PortMapping> {
         Self::json(self.http.post(self.c(handle, "/net_in")).json(&net_in)).await
     }

@@ -32,9 +32,13 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, chdir, execve, fork, pivot_root, sethostname};
+use oci_spec::runtime::{
+    LinuxCapabilities, LinuxDeviceType, LinuxNamespaceType, LinuxSeccomp, PosixRlimit, Spec,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::security::{self, IdMap, Lockdown, Rlimit};
+use crate::init_error::InitError;
+use crate::security::{self, IdMap, Lockdown};
 use crate::types::BindMount;
 
 /// What the shim and pid 1 need to set up a container.
@@ -57,16 +61,24 @@ pub struct InitConfig {
     /// Written to the container's /etc/resolv.conf (networked containers get the host's).
     #[serde(default)]
     pub resolv_conf: Option<String>,
-    /// The user namespace's mapping of an unprivileged container; `None` keeps host root
-    /// (privileged). Lower layers and bind mounts are then mounted idmapped, so their files
-    /// show their owners inside; the upper dir holds host ids (its root is owned by root
-    /// inside).
-    #[serde(default)]
-    pub id_map: Option<IdMap>,
+    /// What the container gets ([`crate::spec::runtime_spec`]): the namespaces unshared,
+    /// the user namespace's mapping, devices, sysctls, masked and read-only paths, and pid
+    /// 1's seccomp profile are read from it.
+    pub runtime: Spec,
     /// The container's own file system for its writable layer (a disk limit): `upper_dir`
     /// and `work_dir` are then inside it.
     #[serde(default)]
     pub disk: Option<DiskMount>,
+}
+
+impl InitConfig {
+    /// The user namespace's mapping of an unprivileged container; `None` keeps host root
+    /// (privileged). Lower layers and bind mounts are then mounted idmapped, so their files
+    /// show their owners inside; the upper dir holds host ids (its root is owned by root
+    /// inside).
+    pub fn id_map(&self) -> Option<IdMap> {
+        crate::spec::id_map(&self.runtime)
+    }
 }
 
 /// A disk image pid 1 mounts (in the container's mount namespace only) to hold the overlay's
@@ -97,27 +109,66 @@ pub struct ExecConfig {
     /// Run on a pseudo-terminal (stdout and stderr both come from it).
     #[serde(default)]
     pub tty: bool,
-    /// Join the container's user namespace (unprivileged containers).
-    #[serde(default)]
-    pub userns: bool,
+    /// The container's namespaces (from its runtime spec), joined in a fixed order; the
+    /// user namespace last, by the child.
+    pub namespaces: Vec<LinuxNamespaceType>,
     /// rlimits of the process (set before it leaves the host's user namespace).
-    #[serde(default)]
-    pub rlimits: Vec<Rlimit>,
+    pub rlimits: Vec<PosixRlimit>,
+    /// The capability sets of the runtime spec's process.
+    pub capabilities: LinuxCapabilities,
+    /// The seccomp profile installed just before `execve`.
+    pub seccomp: LinuxSeccomp,
 }
 
 /// Fd number of the sync pipe given to the exec helper.
 pub const SYNC_FD: i32 = 3;
 
-type R<T> = std::result::Result<T, String>;
+type R<T> = std::result::Result<T, InitError>;
 
-fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
-    move |e| format!("{what}: {e}")
+/// An error of a step of the set-up, as [`InitError`].
+trait Cause {
+    fn at(self, step: String) -> InitError;
+}
+
+impl Cause for nix::errno::Errno {
+    fn at(self, step: String) -> InitError {
+        InitError::sys(step)(self)
+    }
+}
+
+impl Cause for std::io::Error {
+    fn at(self, step: String) -> InitError {
+        InitError::io(step)(self)
+    }
+}
+
+impl Cause for std::ffi::NulError {
+    fn at(self, step: String) -> InitError {
+        InitError::refused(step, self.to_string())
+    }
+}
+
+impl Cause for std::num::TryFromIntError {
+    fn at(self, step: String) -> InitError {
+        InitError::refused(step, self.to_string())
+    }
+}
+
+/// Names the step of a fallible call.
+trait Step<T> {
+    fn step(self, step: impl std::fmt::Display) -> R<T>;
+}
+
+impl<T, E: Cause> Step<T> for std::result::Result<T, E> {
+    fn step(self, step: impl std::fmt::Display) -> R<T> {
+        self.map_err(|e| e.at(step.to_string()))
+    }
 }
 
 fn join_cgroups(files: &[PathBuf]) -> R<()> {
     let pid = std::process::id().to_string();
     for f in files {
-        fs::write(f, &pid).map_err(ctx(format!("join cgroup {}", f.display())))?;
+        fs::write(f, &pid).step(format!("join cgroup {}", f.display()))?;
     }
     Ok(())
 }
@@ -188,10 +239,7 @@ fn make_userns(map: &IdMap) -> R<(OwnedFd, Pid)> {
         )
     };
     if rc < 0 {
-        return Err(format!(
-            "clone into a new user namespace: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(InitError::last_os("clone into a new user namespace"));
     }
     if rc == 0 {
         loop {
@@ -199,16 +247,14 @@ fn make_userns(map: &IdMap) -> R<(OwnedFd, Pid)> {
             unsafe { libc::pause() };
         }
     }
-    let child = Pid::from_raw(i32::try_from(rc).map_err(ctx("clone pid"))?);
+    let child = Pid::from_raw(i32::try_from(rc).step("clone pid")?);
     let result = (|| {
         for f in ["uid_map", "gid_map"] {
             let p = format!("/proc/{child}/{f}");
-            fs::write(&p, map.proc_map()).map_err(ctx(format!("write {p}")))?;
+            fs::write(&p, map.proc_map()).step(format!("write {p}"))?;
         }
         let p = format!("/proc/{child}/ns/user");
-        Ok(OwnedFd::from(
-            fs::File::open(&p).map_err(ctx(format!("open {p}")))?,
-        ))
+        Ok(OwnedFd::from(fs::File::open(&p).step(format!("open {p}"))?))
     })();
     let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
     match result {
@@ -236,59 +282,108 @@ fn wait_reaping(pid: Pid) -> i32 {
 
 /// Joins the user namespace `userns` as root inside (pid 1 and exec'd processes).
 fn join_userns(userns: &OwnedFd) -> R<()> {
-    setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER).map_err(ctx("setns user"))?;
+    setns(userns.as_fd(), CloneFlags::CLONE_NEWUSER).step("setns user")?;
     let root_g = Gid::from_raw(0);
     let root_u = Uid::from_raw(0);
-    nix::unistd::setresgid(root_g, root_g, root_g).map_err(ctx("setresgid 0 in user namespace"))?;
-    nix::unistd::setresuid(root_u, root_u, root_u).map_err(ctx("setresuid 0 in user namespace"))
+    nix::unistd::setresgid(root_g, root_g, root_g).step("setresgid 0 in user namespace")?;
+    nix::unistd::setresuid(root_u, root_u, root_u).step("setresuid 0 in user namespace")
+}
+
+/// The runtime spec's seccomp profile compiled: required, a container never runs without it.
+fn seccomp_of(spec: &Spec) -> R<seccompiler::BpfProgram> {
+    let profile = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .ok_or_else(|| InitError::refused("seccomp", "the runtime spec has no seccomp profile"))?;
+    security::seccomp_filter(profile)
+}
+
+/// The clone flags of the namespaces pid 1 gets by `unshare` (the user namespace is made
+/// before, by [`make_userns`]).
+fn unshare_flags(kinds: &[LinuxNamespaceType]) -> R<CloneFlags> {
+    let mut flags = CloneFlags::empty();
+    for kind in kinds {
+        flags |= match kind {
+            LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+            LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            LinuxNamespaceType::User => continue,
+            LinuxNamespaceType::Time => {
+                return Err(InitError::refused(
+                    "unshare namespaces",
+                    "a time namespace is not supported",
+                ));
+            }
+        };
+    }
+    if !flags.contains(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID) {
+        // pid 1 mounts the rootfs and reaps: both need their own namespace
+        return Err(InitError::refused(
+            "unshare namespaces",
+            "the runtime spec must give the container its own mount and pid namespaces",
+        ));
+    }
+    Ok(flags)
 }
 
 /// pid 1 keeps nothing once the container is set up: it only reaps. Not dumpable, root of
 /// the user namespace (unprivileged) or host root without any capability (privileged),
-/// `no_new_privs` and the default seccomp filter.
-fn pid1_lockdown(userns: Option<&OwnedFd>) -> R<()> {
+/// `no_new_privs` and the runtime spec's seccomp filter.
+fn pid1_lockdown(config: &InitConfig, userns: Option<&OwnedFd>) -> R<()> {
+    let filter = seccomp_of(&config.runtime)?;
     security::set_not_dumpable()?;
-    nix::unistd::setgroups(&[]).map_err(ctx("setgroups"))?;
+    nix::unistd::setgroups(&[]).step("setgroups")?;
     if let Some(ns) = userns {
         join_userns(ns)?;
     }
     security::limit_bounding_set(0)?;
-    security::set_capabilities(0)?;
+    security::set_capabilities(0, 0)?;
     // changing ids resets the flag: set it again
     security::set_not_dumpable()?;
-    security::apply_filter(&security::default_filter()?)
+    security::apply_filter(&filter)
 }
 
 fn shim(config_json: &str) -> R<i32> {
-    let config: InitConfig = serde_json::from_str(config_json).map_err(ctx("parse init config"))?;
+    let config: InitConfig =
+        serde_json::from_str(config_json).map_err(|source| InitError::Config {
+            what: "init config",
+            source,
+        })?;
+    let kinds = crate::spec::namespace_kinds(&config.runtime);
+    let flags = unshare_flags(&kinds)?;
+    let id_map = config.id_map();
+    if kinds.contains(&LinuxNamespaceType::User) != id_map.is_some() {
+        return Err(InitError::refused(
+            "user namespace",
+            "the runtime spec needs a user namespace and a mapping of root, or neither",
+        ));
+    }
     join_cgroups(&config.cgroup_procs)?;
-    let (userns, holder) = config.id_map.as_ref().map(make_userns).transpose()?.unzip();
+    let (userns, holder) = id_map.as_ref().map(make_userns).transpose()?.unzip();
     let reap_holder = || {
         if let Some(h) = holder {
             let _ = waitpid(h, None);
         }
     };
-    if let Err(e) = unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWPID,
-    ) {
+    if let Err(e) = unshare(flags) {
         reap_holder();
-        return Err(format!("unshare namespaces: {e}"));
+        return Err(InitError::sys("unshare namespaces")(e));
     }
-    std::io::stdout().flush().map_err(ctx("flush stdout"))?;
+    std::io::stdout().flush().step("flush stdout")?;
     // SAFETY: this process is single-threaded (the init binary never starts threads), so the
     // child may allocate and run arbitrary code after fork.
     let forked = unsafe { fork() };
     if forked.is_err() {
         reap_holder();
     }
-    match forked.map_err(ctx("fork container init"))? {
+    match forked.step("fork container init")? {
         ForkResult::Child => {
-            let setup =
-                pid1_setup(&config, userns.as_ref()).and_then(|()| pid1_lockdown(userns.as_ref()));
+            let setup = pid1_setup(&config, userns.as_ref())
+                .and_then(|()| pid1_lockdown(&config, userns.as_ref()));
             drop(userns);
             let code = match setup {
                 Ok(()) => {
@@ -322,15 +417,15 @@ fn mnt(
     flags: MsFlags,
     data: Option<&str>,
 ) -> R<()> {
-    mount(src, target, fstype, flags, data).map_err(ctx(format!(
+    mount(src, target, fstype, flags, data).step(format!(
         "mount {} on {}",
         fstype.or(src).unwrap_or("?"),
         target.display()
-    )))
+    ))
 }
 
 fn mkdir_p(p: &Path) -> R<()> {
-    fs::create_dir_all(p).map_err(ctx(format!("mkdir {}", p.display())))
+    fs::create_dir_all(p).step(format!("mkdir {}", p.display()))
 }
 
 /// Fails if any existing component of `rel` under `root` is a symlink (or `rel` has `..`).
@@ -340,14 +435,18 @@ fn refuse_symlinks(root: &Path, rel: &Path) -> R<()> {
         match comp {
             std::path::Component::Normal(n) => cur.push(n),
             std::path::Component::RootDir | std::path::Component::CurDir => continue,
-            _ => return Err(format!("bind mount destination {} has `..`", rel.display())),
+            _ => {
+                return Err(InitError::refused(
+                    format!("bind mount destination {}", rel.display()),
+                    "it has `..`",
+                ));
+            }
         }
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "bind mount destination {}: {} is a symlink in the rootfs",
-                    rel.display(),
-                    cur.display()
+                return Err(InitError::refused(
+                    format!("bind mount destination {}", rel.display()),
+                    format!("{} is a symlink in the rootfs", cur.display()),
                 ));
             }
             Ok(_) => {}
@@ -404,14 +503,18 @@ pub enum SetupOp {
         /// Options.
         data: Option<String>,
     },
-    /// A character device.
+    /// A device node (of the runtime spec's `linux.devices`).
     Mknod {
         /// Node path.
         path: PathBuf,
+        /// `S_IFCHR`, `S_IFBLK` or `S_IFIFO`.
+        kind: SFlag,
         /// Major number.
         major: u64,
         /// Minor number.
         minor: u64,
+        /// Permission bits.
+        mode: u32,
     },
     /// A symlink `link -> target`.
     Symlink {
@@ -487,10 +590,12 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
             disk: disk.clone(),
             upper: c.upper_dir.clone(),
             work: c.work_dir.clone(),
-            owner: c.id_map.map(|m| m.host_base),
+            owner: c.id_map().map(|m| m.host_base),
         });
     }
-    let lower_dirs = match c.id_map {
+    let id_map = c.id_map();
+    let linux = c.runtime.linux().as_ref();
+    let lower_dirs = match id_map {
         None => c.lower_dirs.clone(),
         Some(_) => {
             // each layer idmapped on a mount point of its own next to the rootfs
@@ -541,7 +646,7 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
         } else {
             ops.push(SetupOp::Touch(target.clone()));
         }
-        if c.id_map.is_some() {
+        if id_map.is_some() {
             ops.push(SetupOp::IdmapBind {
                 source: b.src_path.clone(),
                 target: target.clone(),
@@ -589,18 +694,24 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     ));
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for d in linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
+            LinuxDeviceType::B => SFlag::S_IFBLK,
+            LinuxDeviceType::P => SFlag::S_IFIFO,
+            // `a` (all) names a cgroup rule, not a node
+            LinuxDeviceType::A => continue,
+        };
         ops.push(SetupOp::Mknod {
-            path: dev.join(name),
-            major,
-            minor,
+            path: in_root(root, d.path()),
+            kind,
+            major: u64::try_from(d.major()).unwrap_or_default(),
+            minor: u64::try_from(d.minor()).unwrap_or_default(),
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
         });
     }
     ops.push(SetupOp::Mkdir(dev.join("pts")));
@@ -640,19 +751,33 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
         None,
     ));
     // the network namespace's sysctls, then runc's masked and read-only paths
-    for (name, value) in security::NET_SYSCTLS {
+    let mut sysctls: Vec<(&String, &String)> = linux
+        .and_then(|l| l.sysctl().as_ref())
+        .into_iter()
+        .flatten()
+        .collect();
+    sysctls.sort();
+    for (name, value) in sysctls {
         ops.push(SetupOp::Sysctl {
-            path: root.join("proc/sys").join(name),
-            value: (*value).to_string(),
+            path: root.join("proc/sys").join(name.replace('.', "/")),
+            value: value.clone(),
         });
     }
-    for p in security::MASKED_PATHS {
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         ops.push(SetupOp::Mask {
             path: in_root(root, Path::new(p)),
             null: dev.join("null"),
         });
     }
-    for p in security::READONLY_PATHS {
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         ops.push(SetupOp::ReadOnly(in_root(root, Path::new(p))));
     }
     ops.push(SetupOp::Mkdir(root.join("tmp")));
@@ -685,9 +810,14 @@ pub fn setup_plan(c: &InitConfig, is_dir: impl Fn(&Path) -> bool) -> Vec<SetupOp
 }
 
 fn idmap_bind(userns: Option<&OwnedFd>, source: &Path, target: &Path, recursive: bool) -> R<()> {
-    let userns = userns.ok_or("idmapped mount without a user namespace")?;
-    let src = CString::new(source.as_os_str().as_bytes()).map_err(ctx("path"))?;
-    let dst = CString::new(target.as_os_str().as_bytes()).map_err(ctx("path"))?;
+    let userns = userns.ok_or_else(|| {
+        InitError::refused(
+            format!("idmap {}", source.display()),
+            "no user namespace to map to",
+        )
+    })?;
+    let src = CString::new(source.as_os_str().as_bytes()).step("path")?;
+    let dst = CString::new(target.as_os_str().as_bytes()).step("path")?;
     let empty = c"";
     let rec = if recursive { libc::AT_RECURSIVE } else { 0 };
     // SAFETY: open_tree reads a NUL-terminated path that lives across the call.
@@ -700,11 +830,10 @@ fn idmap_bind(userns: Option<&OwnedFd>, source: &Path, target: &Path, recursive:
         )
     };
     if tree < 0 {
-        return Err(format!(
-            "open_tree {}: {}",
-            source.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(InitError::last_os(format!(
+            "open_tree {}",
+            source.display()
+        )));
     }
     // SAFETY: open_tree returned a new descriptor that we now own.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
@@ -726,11 +855,7 @@ fn idmap_bind(userns: Option<&OwnedFd>, source: &Path, target: &Path, recursive:
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "idmap {}: {}",
-            source.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(InitError::last_os(format!("idmap {}", source.display())));
     }
     // SAFETY: move_mount reads an empty path and a NUL-terminated target, both live.
     let rc = unsafe {
@@ -744,18 +869,26 @@ fn idmap_bind(userns: Option<&OwnedFd>, source: &Path, target: &Path, recursive:
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "attach idmapped {} at {}: {}",
+        return Err(InitError::last_os(format!(
+            "attach idmapped {} at {}",
             source.display(),
-            target.display(),
-            std::io::Error::last_os_error()
-        ));
+            target.display()
+        )));
     }
     Ok(())
 }
 
 fn attach_disk(disk: &DiskMount, upper: &Path, work: &Path, owner: Option<u32>) -> R<()> {
-    let (loopdev, dev) = crate::disk::attach(&disk.image).map_err(|e| e.to_string())?;
+    let (loopdev, dev) = crate::disk::attach(&disk.image).map_err(|e| match e {
+        crate::Error::Io { context, source } => InitError::Io {
+            step: context,
+            source,
+        },
+        other => InitError::refused(
+            format!("attach {}", disk.image.display()),
+            other.to_string(),
+        ),
+    })?;
     // the mount is the loop device's only user once `loopdev` is closed: when the container's
     // mount namespace goes, the device detaches itself (autoclear)
     mnt(
@@ -769,12 +902,12 @@ fn attach_disk(disk: &DiskMount, upper: &Path, work: &Path, owner: Option<u32>) 
     drop(loopdev);
     for d in [upper, work] {
         nix::unistd::mkdir(d, Mode::from_bits_truncate(0o755))
-            .map_err(ctx(format!("mkdir {}", d.display())))?;
+            .step(format!("mkdir {}", d.display()))?;
     }
     if let Some(id) = owner {
         // the upper dir's root is the container's `/`: owned by root inside
         nix::unistd::chown(upper, Some(Uid::from_raw(id)), Some(Gid::from_raw(id)))
-            .map_err(ctx(format!("chown {}", upper.display())))?;
+            .step(format!("chown {}", upper.display()))?;
     }
     Ok(())
 }
@@ -802,7 +935,7 @@ fn apply(op: &SetupOp, userns: Option<&OwnedFd>) -> R<()> {
                 mkdir_p(parent)?;
             }
             if !p.exists() {
-                fs::write(p, b"").map_err(ctx(format!("create {}", p.display())))?;
+                fs::write(p, b"").step(format!("create {}", p.display()))?;
             }
             Ok(())
         }
@@ -819,22 +952,29 @@ fn apply(op: &SetupOp, userns: Option<&OwnedFd>) -> R<()> {
             *flags,
             data.as_deref(),
         ),
-        SetupOp::Mknod { path, major, minor } => mknod(
+        SetupOp::Mknod {
             path,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
+            kind,
+            major,
+            minor,
+            mode,
+        } => mknod(
+            path,
+            *kind,
+            Mode::from_bits_truncate(*mode),
             makedev(*major, *minor),
         )
-        .map_err(ctx(format!("mknod {}", path.display()))),
-        SetupOp::Symlink { target, link } => std::os::unix::fs::symlink(target, link)
-            .map_err(ctx(format!("symlink {}", link.display()))),
-        SetupOp::PivotRoot(root) => {
-            chdir(root).map_err(ctx(format!("chdir {}", root.display())))?;
-            pivot_root(".", ".").map_err(ctx("pivot_root"))?;
-            umount2(".", MntFlags::MNT_DETACH).map_err(ctx("detach old root"))?;
-            chdir("/").map_err(ctx("chdir /"))
+        .step(format!("mknod {}", path.display())),
+        SetupOp::Symlink { target, link } => {
+            std::os::unix::fs::symlink(target, link).step(format!("symlink {}", link.display()))
         }
-        SetupOp::SetHostname(name) => sethostname(name).map_err(ctx("sethostname")),
+        SetupOp::PivotRoot(root) => {
+            chdir(root).step(format!("chdir {}", root.display()))?;
+            pivot_root(".", ".").step("pivot_root")?;
+            umount2(".", MntFlags::MNT_DETACH).step("detach old root")?;
+            chdir("/").step("chdir /")
+        }
+        SetupOp::SetHostname(name) => sethostname(name).step("sethostname"),
         SetupOp::IdmapBind {
             source,
             target,
@@ -856,7 +996,7 @@ fn apply(op: &SetupOp, userns: Option<&OwnedFd>) -> R<()> {
         },
         SetupOp::Sysctl { path, value } => {
             if path.exists() {
-                fs::write(path, value).map_err(ctx(format!("write {}", path.display())))?;
+                fs::write(path, value).step(format!("write {}", path.display()))?;
             }
             Ok(())
         }
@@ -1010,21 +1150,33 @@ struct Entered {
 /// Joins the container's cgroups and namespaces (all but the user namespace, which the child
 /// joins last) and sets the rlimits.
 fn enter(spec_json: &str) -> R<Entered> {
-    let spec: ExecConfig = serde_json::from_str(spec_json).map_err(ctx("parse exec spec"))?;
+    let spec: ExecConfig = serde_json::from_str(spec_json).map_err(|source| InitError::Config {
+        what: "exec spec",
+        source,
+    })?;
     if spec.argv.is_empty() {
-        return Err("empty argv".into());
+        return Err(InitError::refused("exec", "empty argv"));
     }
+    // the mount namespace last: entering it also moves us to the container's root
     let kinds = [
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
+        (LinuxNamespaceType::Ipc, "ipc", CloneFlags::CLONE_NEWIPC),
+        (LinuxNamespaceType::Uts, "uts", CloneFlags::CLONE_NEWUTS),
+        (LinuxNamespaceType::Network, "net", CloneFlags::CLONE_NEWNET),
+        (
+            LinuxNamespaceType::Cgroup,
+            "cgroup",
+            CloneFlags::CLONE_NEWCGROUP,
+        ),
+        (LinuxNamespaceType::Pid, "pid", CloneFlags::CLONE_NEWPID),
+        (LinuxNamespaceType::Mount, "mnt", CloneFlags::CLONE_NEWNS),
     ];
     let mut fds = Vec::new();
-    for (name, flag) in kinds {
+    for (_, name, flag) in kinds
+        .into_iter()
+        .filter(|(kind, _, _)| spec.namespaces.contains(kind))
+    {
         let p = format!("/proc/{}/ns/{name}", spec.init_pid);
-        let f = fs::File::open(&p).map_err(ctx(format!("open {p}")))?;
+        let f = fs::File::open(&p).step(format!("open {p}"))?;
         fds.push((f, flag, name));
     }
     // a container made before user namespaces (adopted after an upgrade) shares ours
@@ -1033,21 +1185,19 @@ fn enter(spec_json: &str) -> R<Entered> {
         let ino = |p: &str| fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
         ino(&format!("/proc/{}/ns/user", spec.init_pid)) == ino("/proc/self/ns/user")
     };
-    let userns = if spec.userns && !same_userns() {
+    let userns = if spec.namespaces.contains(&LinuxNamespaceType::User) && !same_userns() {
         let p = format!("/proc/{}/ns/user", spec.init_pid);
-        Some(OwnedFd::from(
-            fs::File::open(&p).map_err(ctx(format!("open {p}")))?,
-        ))
+        Some(OwnedFd::from(fs::File::open(&p).step(format!("open {p}"))?))
     } else {
         None
     };
     join_cgroups(&spec.cgroup_procs)?;
     for (f, flag, name) in &fds {
-        setns(f.as_fd(), *flag).map_err(ctx(format!("setns {name}")))?;
+        setns(f.as_fd(), *flag).step(format!("setns {name}"))?;
     }
     drop(fds);
     security::set_rlimits(&spec.rlimits)?;
-    let filter = security::default_filter()?;
+    let filter = security::seccomp_filter(&spec.seccomp)?;
     Ok(Entered {
         spec,
         userns,
@@ -1078,10 +1228,12 @@ fn resolve_user(user: Option<&str>) -> R<(Uid, Gid, Option<String>)> {
     let (uid, pgid, home) = match (entry, u.parse::<u32>()) {
         (Some((Some(uid), gid, home)), _) => (uid, gid, Some(home)),
         (_, Ok(uid)) => (uid, Some(uid), None),
-        _ => return Err(format!("unknown user {u}")),
+        _ => return Err(InitError::refused(format!("user {u}"), "unknown user")),
     };
     let gid = match g {
-        Some(g) => g.parse::<u32>().map_err(|_| format!("bad group {g}"))?,
+        Some(g) => g
+            .parse::<u32>()
+            .map_err(|_| InitError::refused(format!("group {g}"), "bad group"))?,
         None => pgid.unwrap_or(uid),
     };
     Ok((Uid::from_raw(uid), Gid::from_raw(gid), home))
@@ -1089,7 +1241,7 @@ fn resolve_user(user: Option<&str>) -> R<(Uid, Gid, Option<String>)> {
 
 fn find_program(prog: &str, env: &[String]) -> R<CString> {
     if prog.contains('/') {
-        return CString::new(prog).map_err(ctx("argv[0]"));
+        return CString::new(prog).step("argv[0]");
     }
     let path = env
         .iter()
@@ -1101,13 +1253,17 @@ fn find_program(prog: &str, env: &[String]) -> R<CString> {
             && md.is_file()
             && md.permissions().mode() & 0o111 != 0
         {
-            return CString::new(cand.as_os_str().as_bytes()).map_err(ctx("program path"));
+            return CString::new(cand.as_os_str().as_bytes()).step("program path");
         }
     }
-    Err(format!("executable {prog} not found in PATH {path}"))
+    Err(InitError::refused(
+        format!("executable {prog}"),
+        format!("not found in PATH {path}"),
+    ))
 }
 
-fn child_exec(entered: &Entered) -> String {
+/// Drops to the user and execs; returns only if that failed.
+fn child_exec(entered: &Entered) -> InitError {
     let spec = &entered.spec;
     let r: R<std::convert::Infallible> = (|| {
         if let Some(ns) = &entered.userns {
@@ -1129,21 +1285,21 @@ fn child_exec(entered: &Entered) -> String {
             .iter()
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(ctx("argv"))?;
+            .step("argv")?;
         let envp = env
             .iter()
             .map(|a| CString::new(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(ctx("env"))?;
+            .step("env")?;
         let _ = nix::unistd::setsid();
-        let lockdown = Lockdown::for_uid(uid.as_raw());
+        let lockdown = Lockdown::for_uid(Some(&spec.capabilities), uid.as_raw());
         lockdown.before_setuid()?;
-        nix::unistd::setgroups(&[gid]).map_err(ctx("setgroups"))?;
-        nix::unistd::setgid(gid).map_err(ctx("setgid"))?;
-        nix::unistd::setuid(uid).map_err(ctx("setuid"))?;
-        chdir(OsStr::new(&spec.dir)).map_err(ctx(format!("chdir {}", spec.dir)))?;
+        nix::unistd::setgroups(&[gid]).step("setgroups")?;
+        nix::unistd::setgid(gid).step("setgid")?;
+        nix::unistd::setuid(uid).step("setuid")?;
+        chdir(OsStr::new(&spec.dir)).step(format!("chdir {}", spec.dir))?;
         lockdown.before_exec(&entered.filter)?;
-        execve(&prog, &argv, &envp).map_err(ctx(format!("exec {}", spec.argv[0])))
+        execve(&prog, &argv, &envp).step(format!("exec {}", spec.argv[0]))
     })();
     match r {
         Ok(never) => match never {},
@@ -1153,20 +1309,23 @@ fn child_exec(entered: &Entered) -> String {
 
 /// Runs the process on a new pty of the container's devpts; the helper copies its stdin to the
 /// pty and the pty to its stdout until the process exits.
-fn exec_with_tty(entered: &Entered, sync: OwnedFd) -> std::result::Result<i32, (String, OwnedFd)> {
+fn exec_with_tty(
+    entered: &Entered,
+    sync: OwnedFd,
+) -> std::result::Result<i32, (InitError, OwnedFd)> {
     use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
     let setup = || -> R<(nix::pty::PtyMaster, OwnedFd)> {
         let master = posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
-            .map_err(ctx("open /dev/ptmx"))?;
-        grantpt(&master).map_err(ctx("grantpt"))?;
-        unlockpt(&master).map_err(ctx("unlockpt"))?;
-        let name = ptsname_r(&master).map_err(ctx("ptsname"))?;
+            .step("open /dev/ptmx")?;
+        grantpt(&master).step("grantpt")?;
+        unlockpt(&master).step("unlockpt")?;
+        let name = ptsname_r(&master).step("ptsname")?;
         let slave: OwnedFd = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOCTTY)
             .open(&name)
-            .map_err(ctx(format!("open {name}")))?
+            .step(format!("open {name}"))?
             .into();
         let ws = libc::winsize {
             ws_row: 24,
@@ -1207,7 +1366,7 @@ fn exec_with_tty(entered: &Entered, sync: OwnedFd) -> std::result::Result<i32, (
             drop(sync);
             Ok(pump_tty(master, slave, child))
         }
-        Err(e) => Err((format!("fork: {e}"), sync)),
+        Err(e) => Err((InitError::sys("fork")(e), sync)),
     }
 }
 
@@ -1291,6 +1450,12 @@ fn pump_tty(master: nix::pty::PtyMaster, slave: OwnedFd, child: Pid) -> i32 {
 mod tests {
     use super::*;
 
+    fn runtime(privileged: bool) -> Spec {
+        let mut cs = crate::types::ContainerSpec::from_dir("/layers/base");
+        cs.privileged = privileged;
+        crate::spec::runtime_spec(&cs, "h1")
+    }
+
     fn config() -> InitConfig {
         InitConfig {
             handle: "h1".into(),
@@ -1312,7 +1477,7 @@ mod tests {
             ],
             cgroup_procs: vec![],
             resolv_conf: Some("nameserver 10.0.0.2\n".into()),
-            id_map: None,
+            runtime: runtime(true),
             disk: None,
         }
     }
@@ -1408,7 +1573,9 @@ mod tests {
         let devices: Vec<_> = plan
             .iter()
             .filter_map(|op| match op {
-                SetupOp::Mknod { path, major, minor } => Some((
+                SetupOp::Mknod {
+                    path, major, minor, ..
+                } => Some((
                     path.file_name().unwrap().to_str().unwrap().to_string(),
                     *major,
                     *minor,
@@ -1430,7 +1597,7 @@ mod tests {
         });
         c.upper_dir = "/depot/h1/disk/upper".into();
         c.work_dir = "/depot/h1/disk/work".into();
-        c.id_map = Some(IdMap::default());
+        c.runtime = runtime(false);
         let plan = setup_plan(&c, |_| false);
         assert_eq!(plan[0], SetupOp::MakePrivate);
         assert_eq!(

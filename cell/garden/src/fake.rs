@@ -19,6 +19,7 @@ struct FakeContainer {
     processes: HashMap<String, Vec<ProcessEvent>>,
     files: HashMap<String, Bytes>,
     ports: Vec<PortMapping>,
+    runtime: oci_spec::runtime::Spec,
 }
 
 /// In-memory backend.
@@ -51,6 +52,7 @@ impl Backend for FakeBackend {
         map.insert(
             handle.clone(),
             FakeContainer {
+                runtime: crate::spec::runtime_spec(&spec, &handle),
                 properties: spec.properties,
                 ..FakeContainer::default()
             },
@@ -185,6 +187,10 @@ impl Backend for FakeBackend {
                 oom_killed: false,
             })
         })
+    }
+
+    async fn runtime_spec(&self, handle: &str) -> Result<oci_spec::runtime::Spec> {
+        self.with(handle, |c| Ok(c.runtime.clone()))
     }
 
     async fn metrics(&self, handle: &str) -> Result<ContainerMetrics> {

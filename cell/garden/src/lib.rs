@@ -2,7 +2,10 @@
 //!
 //! Layers, lowest first (each knows nothing of the ones above):
 //! - [`cgroups`]: cgroup v1 and v2 behind [`cgroups::CgroupManager`].
-//! - [`container`]: namespaces, mounts and pivot_root, run by the `diego-garden-init` binary.
+//! - [`spec`]: what a container gets, as an OCI runtime spec built once from its
+//!   [`ContainerSpec`]; [`security`] applies its capabilities, seccomp profile and rlimits.
+//! - [`container`]: namespaces, mounts and pivot_root, run by the `diego-garden-init` binary
+//!   (its errors: [`init_error::InitError`]).
 //! - [`disk`]: disk limits, a container's writable layer on an ext4 image of its own.
 //! - [`rootfs`]: directory or OCI layers as overlayfs lower dirs.
 //! - [`image`]: images from OCI registries: config for builders, layers into the cache.
@@ -21,11 +24,13 @@ pub mod disk;
 pub mod error;
 pub mod fake;
 pub mod image;
+pub mod init_error;
 pub mod native;
 pub mod net;
 pub mod process;
 pub mod rootfs;
 pub mod security;
+pub mod spec;
 pub mod tarstream;
 pub mod types;
 

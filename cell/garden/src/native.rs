@@ -31,7 +31,7 @@ use crate::container::{ExecConfig, InitConfig};
 use crate::error::{Error, Result};
 use crate::net::{self, NetConfig};
 use crate::process::{self, ProcessState};
-use crate::security::{self, IdMap, Rlimit, RlimitResource};
+use crate::security::IdMap;
 use crate::types::{
     ContainerInfo, ContainerMetrics, ContainerSpec, NetIn, PortMapping, ProcessSpec,
 };
@@ -86,6 +86,8 @@ struct Record {
 #[derive(Debug)]
 struct Container {
     dir: PathBuf,
+    /// What the container got, built once from its spec ([`crate::spec::runtime_spec`]).
+    runtime: oci_spec::runtime::Spec,
     record: Mutex<Record>,
     shim: tokio::sync::Mutex<Option<Child>>,
     processes: Mutex<HashMap<String, Arc<ProcessState>>>,
@@ -331,6 +333,7 @@ impl NativeBackend {
                     }
                     let c = Arc::new(Container {
                         dir,
+                        runtime: crate::spec::runtime_spec(&r.spec, &handle),
                         record: Mutex::new(r),
                         shim: tokio::sync::Mutex::new(None),
                         processes: Mutex::new(HashMap::new()),
@@ -452,6 +455,7 @@ impl NativeBackend {
         handle: &str,
         dir: &Path,
         spec: &ContainerSpec,
+        runtime: &oci_spec::runtime::Spec,
     ) -> Result<(Child, i32)> {
         let cache = self.cfg.depot.join("layers");
         let lower_dirs = match &spec.rootfs {
@@ -495,7 +499,7 @@ impl NativeBackend {
                 .network
                 .as_ref()
                 .and_then(|_| std::fs::read_to_string("/etc/resolv.conf").ok()),
-            id_map: self.id_map_of(spec),
+            runtime: runtime.clone(),
             disk,
         };
         let host_dirs: &[&PathBuf] = match &init.disk {
@@ -507,7 +511,7 @@ impl NativeBackend {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
-        if let Some(m) = init.id_map
+        if let Some(m) = init.id_map()
             && init.disk.is_none()
         {
             // the writable layer holds host ids; its root is the container's `/`, owned by
@@ -584,10 +588,12 @@ impl NativeBackend {
 
     async fn create_inner(&self, handle: &str, dir: &Path, spec: ContainerSpec) -> Result<()> {
         self.cgroups.create(handle, &spec.limits)?;
-        let (shim, pid) = self.start_init(handle, dir, &spec).await?;
+        let runtime = crate::spec::runtime_spec(&spec, handle);
+        let (shim, pid) = self.start_init(handle, dir, &spec, &runtime).await?;
         let init_start = start_time(pid).unwrap_or_default();
         let container = Arc::new(Container {
             dir: dir.to_path_buf(),
+            runtime,
             record: Mutex::new(Record {
                 handle: handle.to_string(),
                 properties: spec.properties.clone(),
@@ -627,12 +633,6 @@ impl NativeBackend {
             }
         }
         Ok(())
-    }
-
-    /// The id mapping of a container made from `spec` (`None`: privileged, host root): every
-    /// unprivileged container maps root to the same host id, as Garden does.
-    fn id_map_of(&self, spec: &ContainerSpec) -> Option<IdMap> {
-        (!spec.privileged).then(IdMap::default)
     }
 
     async fn pick_host_port(&self) -> Result<u16> {
@@ -759,15 +759,9 @@ impl Backend for NativeBackend {
         if spec.argv.is_empty() {
             return Err(Error::InvalidRequest("process argv is empty".into()));
         }
-        let (init_pid, init_start, mut env, privileged, limits) = {
+        let (init_pid, init_start, mut env) = {
             let r = lock(&c.record);
-            (
-                r.init_pid,
-                r.init_start,
-                r.spec.env.clone(),
-                r.spec.privileged,
-                r.spec.limits.clone(),
-            )
+            (r.init_pid, r.init_start, r.spec.env.clone())
         };
         if !alive(init_pid, init_start) {
             return Err(Error::ProcessStart {
@@ -776,6 +770,12 @@ impl Backend for NativeBackend {
                 message: "container init is not running".into(),
             });
         }
+        let (rlimits, capabilities, seccomp) =
+            exec_policy(&c.runtime).map_err(|message| Error::ProcessStart {
+                handle: handle.to_string(),
+                program: spec.argv[0].clone(),
+                message,
+            })?;
         for e in &spec.env {
             let key = e.split('=').next().unwrap_or("");
             env.retain(|x| x.split('=').next() != Some(key));
@@ -789,8 +789,10 @@ impl Backend for NativeBackend {
             dir: spec.dir.clone().unwrap_or_else(|| "/".into()),
             user: spec.user.clone(),
             tty: spec.tty,
-            userns: !privileged,
-            rlimits: rlimits(&limits),
+            namespaces: crate::spec::namespace_kinds(&c.runtime),
+            rlimits,
+            capabilities,
+            seccomp,
         };
         let state = process::spawn(&self.cfg.init_bin, handle, &exec, spec.stdin.clone()).await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -831,10 +833,7 @@ impl Backend for NativeBackend {
         use futures::StreamExt;
         use tokio::io::AsyncWriteExt;
         let c = self.get(handle)?;
-        let (pid, ids) = {
-            let r = lock(&c.record);
-            (r.init_pid, self.id_map_of(&r.spec))
-        };
+        let (pid, ids) = (lock(&c.record).init_pid, id_map_of(&c));
         // spool to an unnamed file next to the container: the archive is checked as a whole
         // before anything is written, without holding it in memory
         let spool = spool_file(&c.dir)?;
@@ -865,10 +864,7 @@ impl Backend for NativeBackend {
 
     async fn stream_out(&self, handle: &str, path: &str) -> Result<ByteStream> {
         let c = self.get(handle)?;
-        let (pid, ids) = {
-            let r = lock(&c.record);
-            (r.init_pid, self.id_map_of(&r.spec))
-        };
+        let (pid, ids) = (lock(&c.record).init_pid, id_map_of(&c));
         let (h, p) = (handle.to_string(), path.to_string());
         let source = tokio::task::spawn_blocking(move || {
             tarstream::resolve_out_mapped(Path::new(&format!("/proc/{pid}/root")), &h, &p, ids)
@@ -983,6 +979,10 @@ impl Backend for NativeBackend {
         })
     }
 
+    async fn runtime_spec(&self, handle: &str) -> Result<oci_spec::runtime::Spec> {
+        Ok(self.get(handle)?.runtime.clone())
+    }
+
     async fn net_in(&self, handle: &str, req: NetIn) -> Result<PortMapping> {
         let c = self.get(handle)?;
         let Some(ip) = lock(&c.record).ip else {
@@ -1022,22 +1022,42 @@ impl Backend for NativeBackend {
     }
 }
 
-/// The rlimits of a container's processes: its spec's, or Diego's defaults.
-fn rlimits(limits: &crate::types::Limits) -> Vec<Rlimit> {
-    let nofile = limits.nofile.unwrap_or(security::DEFAULT_NOFILE);
-    let nproc = limits.nproc.unwrap_or(security::DEFAULT_NPROC);
-    vec![
-        Rlimit {
-            resource: RlimitResource::Nofile,
-            soft: nofile,
-            hard: nofile,
-        },
-        Rlimit {
-            resource: RlimitResource::Nproc,
-            soft: nproc,
-            hard: nproc,
-        },
-    ]
+/// The id mapping of a container (`None`: privileged, host root): every unprivileged
+/// container maps root to the same host id, as Garden does.
+fn id_map_of(c: &Container) -> Option<IdMap> {
+    crate::spec::id_map(&c.runtime)
+}
+
+/// What the exec helper applies to a process, from the container's runtime spec: rlimits,
+/// capabilities and the seccomp profile (required: no process runs without it).
+fn exec_policy(
+    runtime: &oci_spec::runtime::Spec,
+) -> std::result::Result<
+    (
+        Vec<oci_spec::runtime::PosixRlimit>,
+        oci_spec::runtime::LinuxCapabilities,
+        oci_spec::runtime::LinuxSeccomp,
+    ),
+    String,
+> {
+    let process = runtime
+        .process()
+        .as_ref()
+        .ok_or("the runtime spec has no process")?;
+    let seccomp = runtime
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone())
+        .ok_or("the runtime spec has no seccomp profile")?;
+    let capabilities = process
+        .capabilities()
+        .clone()
+        .ok_or("the runtime spec has no capabilities")?;
+    Ok((
+        process.rlimits().clone().unwrap_or_default(),
+        capabilities,
+        seccomp,
+    ))
 }
 
 #[cfg(test)]
@@ -1052,19 +1072,26 @@ mod tests {
         assert_eq!(next_free(1..=5u16, Some(1), |_| true), Some(2));
         assert_eq!(next_free(1..=5u16, Some(2), free), Some(4));
         assert_eq!(next_free(1..=5u16, Some(5), free), Some(1), "wraps around");
-        assert_eq!(next_free(1..=5u16, Some(9), free), Some(1), "an unknown last");
+        assert_eq!(
+            next_free(1..=5u16, Some(9), free),
+            Some(1),
+            "an unknown last"
+        );
         assert_eq!(next_free(1..=5u16, Some(2), |_| false), None);
     }
 
     #[test]
-    fn rlimits_default_to_diegos() {
-        let r = rlimits(&crate::types::Limits::default());
-        assert_eq!(r[0].hard, security::DEFAULT_NOFILE);
-        let r = rlimits(&crate::types::Limits {
-            nofile: Some(100),
-            ..Default::default()
-        });
-        assert_eq!((r[0].soft, r[0].hard), (100, 100));
+    fn exec_policy_comes_from_the_runtime_spec() {
+        let mut cs = ContainerSpec::from_dir("/rootfs");
+        cs.limits.nofile = Some(100);
+        let runtime = crate::spec::runtime_spec(&cs, "h");
+        let (rlimits, caps, seccomp) = exec_policy(&runtime).unwrap();
+        assert_eq!((rlimits[0].soft(), rlimits[0].hard()), (100, 100));
+        assert_eq!(caps.bounding().as_ref().map(|b| b.len()), Some(14));
+        assert!(seccomp.syscalls().is_some());
+        let mut bare = runtime.clone();
+        bare.set_linux(None);
+        assert!(exec_policy(&bare).unwrap_err().contains("seccomp"));
     }
 
     #[test]

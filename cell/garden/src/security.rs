@@ -1,14 +1,20 @@
-//! What a container's processes are denied: the user namespace's id mapping, capabilities,
-//! `no_new_privs`, the default seccomp filter, rlimits, the runtime's open descriptors, and
-//! the masked and read-only parts of `/proc` and `/sys`.
+//! How a container's processes are denied what the runtime spec ([`crate::spec`]) says: the
+//! user namespace's id mapping, capabilities, `no_new_privs`, the seccomp profile translated
+//! into a BPF filter (seccompiler), rlimits, and the runtime's open descriptors.
 //!
 //! Everything here runs in `diego-garden-init` (single-threaded) between fork and exec. The
-//! functions are plain syscalls; what they apply is data ([`DEFAULT_CAPS`], [`MASKED_PATHS`],
-//! [`READONLY_PATHS`], [`denied_syscalls`]) so the policy is reviewable and unit-tested.
+//! functions are plain syscalls; what they apply comes from the spec, so the policy lives in
+//! one place ([`crate::spec`]) and is unit-tested there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use oci_spec::runtime::{
+    LinuxCapabilities, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, PosixRlimit,
+    PosixRlimitType,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::init_error::InitError;
 
 /// How ids inside a user namespace map to the host: inside `0..size` is host
 /// `host_base..host_base + size`, for uids and gids alike.
@@ -44,112 +50,41 @@ impl IdMap {
     }
 }
 
-/// Garden's capabilities for unprivileged containers (the same as Docker's default set): the
-/// bounding set of every process, and the permitted and effective sets of root's processes.
-pub const DEFAULT_CAPS: &[(u32, &str)] = &[
-    (0, "CAP_CHOWN"),
-    (1, "CAP_DAC_OVERRIDE"),
-    (3, "CAP_FOWNER"),
-    (4, "CAP_FSETID"),
-    (5, "CAP_KILL"),
-    (6, "CAP_SETGID"),
-    (7, "CAP_SETUID"),
-    (8, "CAP_SETPCAP"),
-    (10, "CAP_NET_BIND_SERVICE"),
-    (13, "CAP_NET_RAW"),
-    (18, "CAP_SYS_CHROOT"),
-    (27, "CAP_MKNOD"),
-    (29, "CAP_AUDIT_WRITE"),
-    (31, "CAP_SETFCAP"),
-];
+type R<T> = std::result::Result<T, InitError>;
 
-/// Bit mask of [`DEFAULT_CAPS`].
-pub fn default_cap_mask() -> u64 {
-    DEFAULT_CAPS.iter().fold(0, |m, (c, _)| m | (1u64 << c))
+/// The `RLIMIT_*` resource of a runtime spec rlimit.
+fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
+    match typ {
+        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+    }
 }
 
-/// Paths under `/proc` and `/sys` hidden from the container, as runc masks them: a directory
-/// gets an empty read-only tmpfs, a file `/dev/null`.
-pub const MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Paths made read-only, as runc does.
-pub const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
-/// Sysctls of the container's own network namespace, written before `/proc/sys` is made
-/// read-only: root inside may bind ports below 1024 and every group may ping (ICMP sockets),
-/// as Docker sets them, so neither needs a capability over the namespace.
-pub const NET_SYSCTLS: &[(&str, &str)] = &[
-    ("net/ipv4/ip_unprivileged_port_start", "0"),
-    ("net/ipv4/ping_group_range", "0 2147483647"),
-];
-
-/// Open-file limit of a container's processes when its spec sets none (Cloud Foundry's
-/// default for apps).
-pub const DEFAULT_NOFILE: u64 = 16_384;
-/// Process limit (`RLIMIT_NPROC`, per user inside the container) when the spec sets none.
-pub const DEFAULT_NPROC: u64 = 16_384;
-
-/// An rlimit to set: resource name (`nofile`, `nproc`), soft and hard value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rlimit {
-    /// `nofile` or `nproc`.
-    pub resource: RlimitResource,
-    /// Soft limit.
-    pub soft: u64,
-    /// Hard limit.
-    pub hard: u64,
-}
-
-/// The resources a container spec limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RlimitResource {
-    /// `RLIMIT_NOFILE`.
-    Nofile,
-    /// `RLIMIT_NPROC`.
-    Nproc,
-}
-
-type R<T> = std::result::Result<T, String>;
-
-fn errno() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
-/// Sets each rlimit (before the process leaves the host's user namespace, where raising a
-/// hard limit needs `CAP_SYS_RESOURCE`).
-pub fn set_rlimits(limits: &[Rlimit]) -> R<()> {
+/// Sets each rlimit of the spec's process (before the process leaves the host's user
+/// namespace, where raising a hard limit needs `CAP_SYS_RESOURCE`).
+pub fn set_rlimits(limits: &[PosixRlimit]) -> R<()> {
     for l in limits {
-        let res = match l.resource {
-            RlimitResource::Nofile => libc::RLIMIT_NOFILE,
-            RlimitResource::Nproc => libc::RLIMIT_NPROC,
-        };
         let r = libc::rlimit {
-            rlim_cur: l.soft.min(l.hard),
-            rlim_max: l.hard,
+            rlim_cur: l.soft().min(l.hard()),
+            rlim_max: l.hard(),
         };
         // SAFETY: setrlimit reads the struct, which lives across the call.
-        if unsafe { libc::setrlimit(res, &r) } != 0 {
-            return Err(format!("setrlimit {:?}: {}", l.resource, errno()));
+        if unsafe { libc::setrlimit(rlimit_resource(l.typ()), &r) } != 0 {
+            return Err(InitError::last_os(format!("setrlimit {}", l.typ())));
         }
     }
     Ok(())
@@ -161,7 +96,7 @@ pub fn set_rlimits(limits: &[Rlimit]) -> R<()> {
 pub fn set_not_dumpable() -> R<()> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        return Err(format!("prctl PR_SET_DUMPABLE: {}", errno()));
+        return Err(InitError::last_os("prctl PR_SET_DUMPABLE"));
     }
     Ok(())
 }
@@ -183,7 +118,7 @@ pub fn cloexec_from(first: u32) -> R<()> {
     }
     // kernels before 5.11: walk the descriptors
     let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .map_err(|e| format!("list /proc/self/fd: {e}"))?
+        .map_err(InitError::io("list /proc/self/fd"))?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
@@ -226,11 +161,10 @@ pub fn limit_bounding_set(bounding: u64) -> R<()> {
         }
         // SAFETY: prctl with integer arguments only.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
-        if rc != 0 && errno().raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!(
-                "drop capability {cap} from the bounding set: {}",
-                errno()
-            ));
+        if rc != 0 && nix::errno::Errno::last() != nix::errno::Errno::EINVAL {
+            return Err(InitError::last_os(format!(
+                "drop capability {cap} from the bounding set"
+            )));
         }
     }
     // SAFETY: prctl with integer arguments only.
@@ -244,35 +178,27 @@ pub fn limit_bounding_set(bounding: u64) -> R<()> {
         )
     };
     if rc != 0 {
-        return Err(format!("clear the ambient capabilities: {}", errno()));
+        return Err(InitError::last_os("clear the ambient capabilities"));
     }
     Ok(())
 }
 
-/// Sets the permitted and effective sets to `caps` and the inheritable set to nothing.
-pub fn set_capabilities(caps: u64) -> R<()> {
+/// Sets the effective and permitted sets and empties the inheritable set.
+pub fn set_capabilities(effective: u64, permitted: u64) -> R<()> {
     let mut hdr = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let lo = (caps & 0xffff_ffff) as u32;
-    let hi = (caps >> 32) as u32;
-    let data = [
-        CapData {
-            effective: lo,
-            permitted: lo,
-            inheritable: 0,
-        },
-        CapData {
-            effective: hi,
-            permitted: hi,
-            inheritable: 0,
-        },
-    ];
+    let half = |m: u64, hi: bool| (if hi { m >> 32 } else { m & 0xffff_ffff }) as u32;
+    let data = [false, true].map(|hi| CapData {
+        effective: half(effective, hi),
+        permitted: half(permitted, hi),
+        inheritable: 0,
+    });
     // SAFETY: capset reads a v3 header and two data structs, all live across the call.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
     if rc != 0 {
-        return Err(format!("capset: {}", errno()));
+        return Err(InitError::last_os("capset"));
     }
     Ok(())
 }
@@ -282,79 +208,79 @@ pub fn set_capabilities(caps: u64) -> R<()> {
 pub fn set_no_new_privs() -> R<()> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(format!("prctl PR_SET_NO_NEW_PRIVS: {}", errno()));
+        return Err(InitError::last_os("prctl PR_SET_NO_NEW_PRIVS"));
     }
     Ok(())
 }
 
-/// Namespace flags of clone(2)/unshare(2) a container may not use.
-const CLONE_NS_FLAGS: u64 = (libc::CLONE_NEWNS
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWCGROUP
-    | 0x80) as u64; // CLONE_NEWTIME
+/// The number of a syscall the profiles may name, on this architecture.
+pub fn syscall_number(name: &str) -> Option<i64> {
+    let nr = match name {
+        "acct" => libc::SYS_acct,
+        "add_key" => libc::SYS_add_key,
+        "bpf" => libc::SYS_bpf,
+        "clock_adjtime" => libc::SYS_clock_adjtime,
+        "clock_settime" => libc::SYS_clock_settime,
+        "clone" => libc::SYS_clone,
+        "clone3" => CLONE3,
+        "delete_module" => libc::SYS_delete_module,
+        "finit_module" => libc::SYS_finit_module,
+        "init_module" => libc::SYS_init_module,
+        "fanotify_init" => libc::SYS_fanotify_init,
+        "fsconfig" => libc::SYS_fsconfig,
+        "fsmount" => libc::SYS_fsmount,
+        "fsopen" => libc::SYS_fsopen,
+        "fspick" => libc::SYS_fspick,
+        "io_uring_enter" => libc::SYS_io_uring_enter,
+        "io_uring_register" => libc::SYS_io_uring_register,
+        "io_uring_setup" => libc::SYS_io_uring_setup,
+        "kexec_file_load" => libc::SYS_kexec_file_load,
+        "kexec_load" => libc::SYS_kexec_load,
+        "keyctl" => libc::SYS_keyctl,
+        "lookup_dcookie" => libc::SYS_lookup_dcookie,
+        "mknodat" => libc::SYS_mknodat,
+        "mount" => libc::SYS_mount,
+        "mount_setattr" => libc::SYS_mount_setattr,
+        "move_mount" => libc::SYS_move_mount,
+        "nfsservctl" => libc::SYS_nfsservctl,
+        "open_by_handle_at" => libc::SYS_open_by_handle_at,
+        "open_tree" => libc::SYS_open_tree,
+        "perf_event_open" => libc::SYS_perf_event_open,
+        "pivot_root" => libc::SYS_pivot_root,
+        "quotactl" => libc::SYS_quotactl,
+        "reboot" => libc::SYS_reboot,
+        "request_key" => libc::SYS_request_key,
+        "setns" => libc::SYS_setns,
+        "settimeofday" => libc::SYS_settimeofday,
+        "swapoff" => libc::SYS_swapoff,
+        "swapon" => libc::SYS_swapon,
+        "syslog" => libc::SYS_syslog,
+        "umount2" => libc::SYS_umount2,
+        "unshare" => libc::SYS_unshare,
+        "userfaultfd" => libc::SYS_userfaultfd,
+        "vhangup" => libc::SYS_vhangup,
+        other => return legacy_syscall_number(other),
+    };
+    Some(nr)
+}
 
-/// Syscalls the default filter refuses with EPERM — those Docker's default profile refuses to
-/// a container without `CAP_SYS_ADMIN` and friends: kernel modules, kexec, reboot, bpf, keys,
-/// perf, userfaultfd, io_uring, mounts and namespaces, clocks, swap, quotas, accounting, the
-/// kernel log, handles (`open_by_handle_at`, the "shocker" escape) and the legacy ones.
-/// `clone` is refused only with a namespace flag (see [`default_filter`]).
-pub fn denied_syscalls() -> Vec<(&'static str, i64)> {
-    let mut v: Vec<(&'static str, i64)> = vec![
-        ("acct", libc::SYS_acct),
-        ("add_key", libc::SYS_add_key),
-        ("bpf", libc::SYS_bpf),
-        ("clock_adjtime", libc::SYS_clock_adjtime),
-        ("clock_settime", libc::SYS_clock_settime),
-        ("delete_module", libc::SYS_delete_module),
-        ("finit_module", libc::SYS_finit_module),
-        ("init_module", libc::SYS_init_module),
-        ("fanotify_init", libc::SYS_fanotify_init),
-        ("fsconfig", libc::SYS_fsconfig),
-        ("fsmount", libc::SYS_fsmount),
-        ("fsopen", libc::SYS_fsopen),
-        ("fspick", libc::SYS_fspick),
-        ("io_uring_enter", libc::SYS_io_uring_enter),
-        ("io_uring_register", libc::SYS_io_uring_register),
-        ("io_uring_setup", libc::SYS_io_uring_setup),
-        ("kexec_file_load", libc::SYS_kexec_file_load),
-        ("kexec_load", libc::SYS_kexec_load),
-        ("keyctl", libc::SYS_keyctl),
-        ("lookup_dcookie", libc::SYS_lookup_dcookie),
-        ("mount", libc::SYS_mount),
-        ("mount_setattr", libc::SYS_mount_setattr),
-        ("move_mount", libc::SYS_move_mount),
-        ("nfsservctl", libc::SYS_nfsservctl),
-        ("open_by_handle_at", libc::SYS_open_by_handle_at),
-        ("open_tree", libc::SYS_open_tree),
-        ("perf_event_open", libc::SYS_perf_event_open),
-        ("pivot_root", libc::SYS_pivot_root),
-        ("quotactl", libc::SYS_quotactl),
-        ("reboot", libc::SYS_reboot),
-        ("request_key", libc::SYS_request_key),
-        ("setns", libc::SYS_setns),
-        ("settimeofday", libc::SYS_settimeofday),
-        ("swapoff", libc::SYS_swapoff),
-        ("swapon", libc::SYS_swapon),
-        ("syslog", libc::SYS_syslog),
-        ("umount2", libc::SYS_umount2),
-        ("unshare", libc::SYS_unshare),
-        ("userfaultfd", libc::SYS_userfaultfd),
-        ("vhangup", libc::SYS_vhangup),
-    ];
-    #[cfg(target_arch = "x86_64")]
-    v.extend([
-        ("_sysctl", libc::SYS__sysctl),
-        ("ioperm", libc::SYS_ioperm),
-        ("iopl", libc::SYS_iopl),
-        ("sysfs", libc::SYS_sysfs),
-        ("uselib", libc::SYS_uselib),
-        ("ustat", libc::SYS_ustat),
-    ]);
-    v
+#[cfg(target_arch = "x86_64")]
+fn legacy_syscall_number(name: &str) -> Option<i64> {
+    Some(match name {
+        "_sysctl" => libc::SYS__sysctl,
+        "ioperm" => libc::SYS_ioperm,
+        "iopl" => libc::SYS_iopl,
+        "mknod" => libc::SYS_mknod,
+        "sysfs" => libc::SYS_sysfs,
+        "uselib" => libc::SYS_uselib,
+        "ustat" => libc::SYS_ustat,
+        _ => return None,
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn legacy_syscall_number(_name: &str) -> Option<i64> {
+    None
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -384,71 +310,113 @@ const BPF_JMP_JEQ_K: u16 = 0x15;
 const BPF_RET_K: u16 = 0x06;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 
-/// The default seccomp program: any foreign architecture kills the process (seccompiler's
-/// architecture check), x32 system calls (bit 30 on x86_64) and the [`denied_syscalls`]
-/// fail with EPERM, `clone` with a namespace flag fails with EPERM, and `clone3` with ENOSYS
-/// (its flags are behind a pointer a filter cannot read; C libraries then fall back to
-/// `clone`, as under Docker's profile). Everything else is allowed.
-pub fn default_filter() -> R<seccompiler::BpfProgram> {
-    use seccompiler::{
-        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+fn seccomp_condition(arg: &oci_spec::runtime::LinuxSeccompArg) -> R<seccompiler::SeccompCondition> {
+    use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition};
+    let (op, value) = match arg.op() {
+        LinuxSeccompOperator::ScmpCmpEq => (SeccompCmpOp::Eq, arg.value()),
+        LinuxSeccompOperator::ScmpCmpNe => (SeccompCmpOp::Ne, arg.value()),
+        LinuxSeccompOperator::ScmpCmpLt => (SeccompCmpOp::Lt, arg.value()),
+        LinuxSeccompOperator::ScmpCmpLe => (SeccompCmpOp::Le, arg.value()),
+        LinuxSeccompOperator::ScmpCmpGt => (SeccompCmpOp::Gt, arg.value()),
+        LinuxSeccompOperator::ScmpCmpGe => (SeccompCmpOp::Ge, arg.value()),
+        // libseccomp's SCMP_CMP_MASKED_EQ(mask, datum): `value` is the mask
+        LinuxSeccompOperator::ScmpCmpMaskedEq => (
+            SeccompCmpOp::MaskedEq(arg.value()),
+            arg.value_two().unwrap_or_default(),
+        ),
     };
-    let arch = ARCH.ok_or("seccomp: unsupported architecture")?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = denied_syscalls()
-        .into_iter()
-        .map(|(_, nr)| (nr, Vec::new()))
-        .collect();
-    // refused when any namespace flag is set: one rule per flag, any rule matching refuses
-    let mut clone_rules = Vec::new();
-    for bit in 0..64 {
-        let flag = 1u64 << bit;
-        if CLONE_NS_FLAGS & flag == 0 {
-            continue;
-        }
-        let cond = SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(flag),
-            flag,
-        )
-        .map_err(|e| format!("seccomp rule: {e}"))?;
-        clone_rules.push(SeccompRule::new(vec![cond]).map_err(|e| format!("seccomp rule: {e}"))?);
+    let index = u8::try_from(arg.index())
+        .map_err(|_| InitError::Seccomp(format!("argument index {}", arg.index())))?;
+    // all 64 bits compared, as libseccomp does
+    SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
+        .map_err(|e| InitError::Seccomp(format!("rule condition: {e}")))
+}
+
+/// Translates a runtime spec seccomp profile into a BPF program. Supported: default action
+/// `SCMP_ACT_ALLOW`, this host's architecture only (x32 calls on x86_64 fail with EPERM, any
+/// foreign architecture kills the process: seccompiler's architecture check), and
+/// `SCMP_ACT_ERRNO` rules. Rules with the errno of the first rule go to seccompiler (a
+/// syscall listed without arguments matches always, with arguments when any of its rules
+/// matches); rules with another errno must have no arguments and are checked first. Anything
+/// else is refused, so a profile is never applied loosely.
+pub fn seccomp_filter(profile: &LinuxSeccomp) -> R<seccompiler::BpfProgram> {
+    use seccompiler::{SeccompAction, SeccompFilter, SeccompRule};
+    let unsupported = |m: String| InitError::Seccomp(m);
+    let arch = ARCH.ok_or_else(|| unsupported("unsupported architecture".into()))?;
+    if profile.default_action() != LinuxSeccompAction::ScmpActAllow {
+        return Err(unsupported(format!(
+            "default action {} (only SCMP_ACT_ALLOW)",
+            profile.default_action()
+        )));
     }
-    rules.insert(libc::SYS_clone, clone_rules);
-    // device nodes: refused even to root of a privileged container (no devices cgroup is
-    // needed to keep it off the host's disks); fifos and sockets stay allowed
-    let device_rules = |arg: u8| -> R<Vec<SeccompRule>> {
-        [libc::S_IFCHR, libc::S_IFBLK]
-            .into_iter()
-            .map(|kind| {
-                let cond = SeccompCondition::new(
-                    arg,
-                    SeccompCmpArgLen::Dword,
-                    SeccompCmpOp::MaskedEq(u64::from(libc::S_IFMT)),
-                    u64::from(kind),
-                )
-                .map_err(|e| format!("seccomp rule: {e}"))?;
-                SeccompRule::new(vec![cond]).map_err(|e| format!("seccomp rule: {e}"))
-            })
-            .collect()
-    };
-    rules.insert(libc::SYS_mknodat, device_rules(2)?);
-    #[cfg(target_arch = "x86_64")]
-    rules.insert(libc::SYS_mknod, device_rules(1)?);
+    let host = crate::spec::host_seccomp_arch();
+    if let Some(archs) = profile.architectures()
+        && archs.iter().any(|a| Some(*a) != host)
+    {
+        return Err(unsupported(format!(
+            "architectures {archs:?} (only this host's, {host:?})"
+        )));
+    }
+    let mut main_errno = None;
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut unconditional = BTreeSet::new();
+    let mut other_errno: Vec<(i64, u32)> = Vec::new();
+    for rule in profile.syscalls().iter().flatten() {
+        if rule.action() != LinuxSeccompAction::ScmpActErrno {
+            return Err(unsupported(format!(
+                "action {} (only SCMP_ACT_ERRNO)",
+                rule.action()
+            )));
+        }
+        // the runtime spec's default errno is EPERM
+        let errno = rule.errno_ret().unwrap_or(libc::EPERM as u32);
+        let main = *main_errno.get_or_insert(errno);
+        let conditions = rule
+            .args()
+            .iter()
+            .flatten()
+            .map(seccomp_condition)
+            .collect::<R<Vec<_>>>()?;
+        for name in rule.names() {
+            let nr = syscall_number(name)
+                .ok_or_else(|| unsupported(format!("unknown syscall {name}")))?;
+            if errno != main {
+                if !conditions.is_empty() {
+                    return Err(unsupported(format!(
+                        "{name}: arguments on a rule with errno {errno}"
+                    )));
+                }
+                other_errno.push((nr, errno));
+            } else if conditions.is_empty() {
+                unconditional.insert(nr);
+            } else {
+                let rule = SeccompRule::new(conditions.clone())
+                    .map_err(|e| unsupported(format!("{name}: {e}")))?;
+                rules.entry(nr).or_default().push(rule);
+            }
+        }
+    }
+    // an empty rule list matches every call of the syscall
+    for nr in unconditional {
+        rules.insert(nr, Vec::new());
+    }
+    let main_errno = main_errno.unwrap_or(libc::EPERM as u32);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(main_errno),
         arch,
     )
-    .map_err(|e| format!("seccomp filter: {e}"))?;
+    .map_err(|e| unsupported(format!("filter: {e}")))?;
     let compiled: seccompiler::BpfProgram = filter
         .try_into()
-        .map_err(|e: seccompiler::BackendError| format!("compile seccomp filter: {e}"))?;
-    // prefix: seccomp_data.nr at offset 0, arch at 4; x32 calls and clone3 first
-    let mut prog = Vec::with_capacity(compiled.len() + 8);
+        .map_err(|e: seccompiler::BackendError| unsupported(format!("compile: {e}")))?;
+    // prefix: seccomp_data.nr at offset 0, arch at 4; x32 calls, then the other errnos
+    let skip = u8::try_from(3 + 2 * other_errno.len())
+        .map_err(|_| unsupported("too many rules with their own errno".into()))?;
+    let mut prog = Vec::with_capacity(compiled.len() + 4 + 2 * other_errno.len());
     prog.push(stmt(BPF_LD_W_ABS, 4));
-    prog.push(jump(BPF_JMP_JEQ_K, audit_arch(arch), 0, 5));
+    prog.push(jump(BPF_JMP_JEQ_K, audit_arch(arch), 0, skip));
     prog.push(stmt(BPF_LD_W_ABS, 0));
     if matches!(arch, seccompiler::TargetArch::x86_64) {
         prog.push(jump(BPF_JMP_JSET_K, 0x4000_0000, 0, 1));
@@ -456,8 +424,11 @@ pub fn default_filter() -> R<seccompiler::BpfProgram> {
         prog.push(jump(BPF_JMP_JEQ_K, u32::MAX, 0, 1)); // never true: keeps offsets alike
     }
     prog.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::EPERM as u32));
-    prog.push(jump(BPF_JMP_JEQ_K, CLONE3 as u32, 0, 1));
-    prog.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    for (nr, errno) in other_errno {
+        let nr = u32::try_from(nr).map_err(|_| unsupported(format!("syscall {nr}")))?;
+        prog.push(jump(BPF_JMP_JEQ_K, nr, 0, 1));
+        prog.push(stmt(BPF_RET_K, SECCOMP_RET_ERRNO | (errno & 0xffff)));
+    }
     prog.extend(compiled);
     Ok(prog)
 }
@@ -474,7 +445,8 @@ fn audit_arch(arch: seccompiler::TargetArch) -> u32 {
 
 /// Installs `prog` on the calling thread (sets `no_new_privs` too).
 pub fn apply_filter(prog: &seccompiler::BpfProgram) -> R<()> {
-    seccompiler::apply_filter(prog).map_err(|e| format!("install seccomp filter: {e}"))
+    seccompiler::apply_filter(prog)
+        .map_err(|e| InitError::Seccomp(format!("install the filter: {e}")))
 }
 
 /// Everything a process gives up just before `execve`, in order: bounding and ambient sets,
@@ -482,26 +454,45 @@ pub fn apply_filter(prog: &seccompiler::BpfProgram) -> R<()> {
 /// seccomp filter, and close-on-exec on every runtime descriptor from 3 up.
 #[derive(Debug, Clone, Copy)]
 pub struct Lockdown {
-    /// Permitted and effective capabilities after the user switch.
-    pub caps: u64,
+    /// The bounding set.
+    pub bounding: u64,
+    /// Permitted capabilities after the user switch.
+    pub permitted: u64,
+    /// Effective capabilities after the user switch.
+    pub effective: u64,
 }
 
 impl Lockdown {
-    /// The capabilities for a process running as `uid` (inside): root keeps the default set,
-    /// anyone else none (the bounding set is the default set for both).
-    pub fn for_uid(uid: u32) -> Lockdown {
-        Lockdown {
-            caps: if uid == 0 { default_cap_mask() } else { 0 },
+    /// The capabilities of the runtime spec's process for a process running as `uid`
+    /// (inside): root gets the spec's sets, anyone else only its bounding set. The
+    /// inheritable and ambient sets are always empty.
+    pub fn for_uid(caps: Option<&LinuxCapabilities>, uid: u32) -> Lockdown {
+        let mask = |set: fn(&LinuxCapabilities) -> &Option<_>| {
+            caps.map_or(0, |c| crate::spec::cap_mask(set(c).as_ref()))
+        };
+        let bounding = mask(LinuxCapabilities::bounding);
+        if uid == 0 {
+            Lockdown {
+                bounding,
+                permitted: mask(LinuxCapabilities::permitted),
+                effective: mask(LinuxCapabilities::effective),
+            }
+        } else {
+            Lockdown {
+                bounding,
+                permitted: 0,
+                effective: 0,
+            }
         }
     }
 
     /// Before the user switch: cut the bounding set, clear ambient, keep permitted across
     /// setuid so root's set can be set exactly afterwards.
     pub fn before_setuid(&self) -> R<()> {
-        limit_bounding_set(default_cap_mask())?;
+        limit_bounding_set(self.bounding)?;
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-            return Err(format!("prctl PR_SET_KEEPCAPS: {}", errno()));
+            return Err(InitError::last_os("prctl PR_SET_KEEPCAPS"));
         }
         Ok(())
     }
@@ -510,7 +501,7 @@ impl Lockdown {
     pub fn before_exec(&self, filter: &seccompiler::BpfProgram) -> R<()> {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-        set_capabilities(self.caps)?;
+        set_capabilities(self.effective, self.permitted)?;
         set_no_new_privs()?;
         apply_filter(filter)?;
         cloexec_from(3)
@@ -522,39 +513,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_caps_are_dockers_and_lack_the_dangerous_ones() {
-        let m = default_cap_mask();
+    fn lockdown_follows_the_spec_capabilities() {
+        let caps = crate::spec::default_capabilities();
+        let m = crate::spec::cap_mask(caps.bounding().as_ref());
         assert_eq!(m.count_ones(), 14);
-        // CAP_SYS_ADMIN 21, CAP_SYS_MODULE 16, CAP_SYS_PTRACE 19, CAP_SYS_RAWIO 17,
-        // CAP_DAC_READ_SEARCH 2, CAP_SYS_RESOURCE 24, CAP_NET_ADMIN 12, CAP_SYSLOG 34
-        for cap in [21, 16, 19, 17, 2, 24, 12, 34] {
-            assert_eq!(m & (1 << cap), 0, "cap {cap}");
-        }
-        assert_eq!(Lockdown::for_uid(1000).caps, 0);
-        assert_eq!(Lockdown::for_uid(0).caps, m);
+        let root = Lockdown::for_uid(Some(&caps), 0);
+        assert_eq!((root.bounding, root.permitted, root.effective), (m, m, m));
+        let user = Lockdown::for_uid(Some(&caps), 1000);
+        assert_eq!((user.bounding, user.permitted, user.effective), (m, 0, 0));
+        let none = Lockdown::for_uid(None, 0);
+        assert_eq!((none.bounding, none.permitted), (0, 0));
     }
 
     #[test]
-    fn filter_compiles_and_denies_the_dangerous_syscalls() {
-        let names: Vec<&str> = denied_syscalls().iter().map(|(n, _)| *n).collect();
-        for s in [
-            "init_module",
-            "finit_module",
-            "kexec_load",
-            "reboot",
-            "bpf",
-            "keyctl",
-            "perf_event_open",
-            "userfaultfd",
-            "mount",
-            "unshare",
-            "setns",
-            "open_by_handle_at",
-        ] {
-            assert!(names.contains(&s), "{s}");
+    fn default_profile_translates() {
+        let profile = crate::spec::seccomp_profile();
+        for name in profile.syscalls().iter().flatten().flat_map(|r| r.names()) {
+            assert!(syscall_number(name).is_some(), "{name}");
         }
-        let prog = default_filter().unwrap();
+        let prog = seccomp_filter(&profile).unwrap();
         assert!(prog.len() > 50 && prog.len() < 4096, "{}", prog.len());
+        // clone3 is refused with ENOSYS in the prefix, before seccompiler's program
+        let clone3 = prog
+            .iter()
+            .position(|i| i.code == BPF_JMP_JEQ_K && i.k == CLONE3 as u32)
+            .unwrap();
+        assert_eq!(prog[clone3 + 1].k, SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+        assert!(clone3 < 8);
+    }
+
+    #[test]
+    fn profiles_it_cannot_apply_exactly_are_refused() {
+        let mut p = crate::spec::seccomp_profile();
+        p.set_default_action(LinuxSeccompAction::ScmpActErrno);
+        assert!(matches!(seccomp_filter(&p), Err(InitError::Seccomp(_))));
+        let mut p = crate::spec::seccomp_profile();
+        let mut rule = oci_spec::runtime::LinuxSyscall::default();
+        rule.set_names(vec!["no_such_call".into()])
+            .set_action(LinuxSeccompAction::ScmpActErrno);
+        p.set_syscalls(Some(vec![rule]));
+        let err = seccomp_filter(&p).unwrap_err();
+        assert!(err.to_string().contains("no_such_call"), "{err}");
+        let mut p = crate::spec::seccomp_profile();
+        p.set_architectures(Some(vec![oci_spec::runtime::Arch::ScmpArchX32]));
+        assert!(seccomp_filter(&p).is_err());
     }
 
     #[test]
