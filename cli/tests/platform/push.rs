@@ -260,8 +260,13 @@ fn push_buildpack_and_docker_apps_through_the_router() {
         })
     };
     let v2 = python_app(work.path(), "2");
-    dev.diego_ok(&["push", "web", "-p", v2.to_str().unwrap()])
+    let out = dev
+        .diego(&["push", "web", "-p", v2.to_str().unwrap()])
         .unwrap();
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    // the second staging found what the first left in the build cache
+    assert!(progress.contains("noted in the build cache"), "{progress}");
     dev.wait_for(
         "every answer from version 2",
         Duration::from_secs(120),

@@ -40,6 +40,8 @@ const VCAP_HOME: &str = "/home/vcap";
 const APP_DIR: &str = "/home/vcap/app";
 const DEPS_DIR: &str = "/home/vcap/deps";
 const CACHE_DIR: &str = "/tmp/cache";
+/// Where the build cache is unpacked (see the cache download).
+const CACHE_PARENT: &str = "/tmp";
 const DROPLET: &str = "/tmp/droplet.tgz";
 const LOG_SOURCE: &str = "STG";
 /// Bytes of a step's output kept for the failure message (the host keeps the last ones).
@@ -345,10 +347,12 @@ fn stage(request: StagingRequest) -> StagingStep {
     })];
     let mut ignored = None;
     if let Some(url) = &request.build_artifacts_cache_download_url {
+        // The cache was uploaded as a tar of CACHE_DIR, whose entries are named after its last
+        // component (`cache/...`, as Garden's stream-out names them): it unpacks in the parent.
         let fetch = p.download(DownloadSpec {
             artifact: "build artifacts cache".to_owned(),
             from: url.clone(),
-            to: CACHE_DIR.to_owned(),
+            to: CACHE_PARENT.to_owned(),
             cache_key: None,
             checksum: None,
             user: USER.to_owned(),

@@ -73,6 +73,12 @@ pub fn bits_key(app_guid: &str, sha256: &str) -> String {
     format!("apps/{app_guid}/bits/{sha256}.zip")
 }
 
+/// The key of an app's build cache (what buildpacks keep between stagings; a tar of the
+/// staging container's cache directory, replaced by every staging).
+pub fn build_cache_key(app_guid: &str) -> String {
+    format!("apps/{app_guid}/build-cache.tar")
+}
+
 /// The key of an app's `n`th droplet.
 pub fn droplet_key(app_guid: &str, n: u64) -> String {
     format!("droplets/{app_guid}/{n}.tgz")

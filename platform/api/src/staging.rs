@@ -12,7 +12,7 @@ use diego_model::staging::StagingBuildpack;
 use diego_model::{EnvironmentVariable, LifecycleStaging, StagingResult, Task, TaskDefinition};
 
 use crate::STAGING_DOMAIN;
-use crate::blobs::droplet_key;
+use crate::blobs::{build_cache_key, droplet_key};
 use crate::db::AppWrite;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{
@@ -138,6 +138,11 @@ pub async fn begin(state: &State, app_name: &str, inputs: StagingInputs) -> ApiR
         LifecycleKind::Docker => Vec::new(),
     };
     let is_docker = kind == LifecycleKind::Docker;
+    let cache_url = if is_docker {
+        String::new()
+    } else {
+        state.blobs.url(&build_cache_key(&app.guid))
+    };
     let staging = LifecycleStaging {
         lifecycle_url: state.blobs.url(&state.lifecycles.key(kind)),
         lifecycle_sha256: state.lifecycles.sha256(kind).to_owned(),
@@ -151,6 +156,9 @@ pub async fn begin(state: &State, app_name: &str, inputs: StagingInputs) -> ApiR
         } else {
             state.blobs.url(&droplet_key(&app.guid, n))
         },
+        // the cache is downloaded before (a missing one is no failure) and uploaded after
+        build_cache_download_url: cache_url.clone(),
+        build_cache_upload_url: cache_url,
         buildpacks,
         docker_image: inputs.docker_image.clone().unwrap_or_default(),
         timeout_ms: state.config.staging_timeout.as_millis() as u64,
