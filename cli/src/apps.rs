@@ -425,30 +425,14 @@ fn used_of(used: &Value, limit: &Value) -> String {
 
 fn since(ns: Option<i64>) -> String {
     ns.filter(|n| *n > 0)
-        .map(|n| humantime_secs(n / 1_000_000_000))
+        .map(|n| utc_seconds(n / 1_000_000_000))
         .unwrap_or_else(|| "-".into())
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` from Unix seconds (UTC), without a time crate.
-fn humantime_secs(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // civil from days (Howard Hinnant's algorithm)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// `YYYY-MM-DDTHH:MM:SSZ` from Unix seconds (UTC).
+fn utc_seconds(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[derive(Debug, clap::Args)]
@@ -543,18 +527,16 @@ pub async fn logs(api_url: &str, name: &str, recent: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// cf's log line: `2026-12-05T10:00:00.00+0000 [APP/PROC/WEB/0] OUT message`.
+/// cf's log line: `2026-12-05T10:00:00.123Z [APP/PROC/WEB/0] OUT message`.
 fn log_line(e: &diego_logs::LogEnvelope) -> String {
-    let secs = e.timestamp.div_euclid(1_000_000_000);
-    let centis = e.timestamp.rem_euclid(1_000_000_000) / 10_000_000;
-    let stamp = humantime_secs(secs);
-    let stamp = stamp.trim_end_matches('Z');
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(e.timestamp).unwrap_or(0));
     let stream = match e.stream {
         diego_logs::LogStream::Stdout => "OUT",
         diego_logs::LogStream::Stderr => "ERR",
     };
     format!(
-        "   {stamp}.{centis:02}+0000 {} {stream} {}",
+        "   {} {} {stream} {}",
+        humantime::format_rfc3339_millis(t),
         e.tag(),
         e.message
     )
@@ -666,7 +648,7 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(humantime_secs(0), "1970-01-01T00:00:00Z");
-        assert_eq!(humantime_secs(1_796_428_800), "2026-12-05T00:00:00Z");
+        assert_eq!(utc_seconds(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_seconds(1_796_428_800), "2026-12-05T00:00:00Z");
     }
 }

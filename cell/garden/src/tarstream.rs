@@ -611,6 +611,56 @@ fn add_dir<W: Write>(
     Ok(())
 }
 
+/// Re-packs a zip archive as tar: directories, regular files (with their unix mode, if the
+/// zip has one) and symlinks. Entries with absolute or `..` paths are refused, and so is an
+/// archive whose files declare more than `max_bytes` in all (a zip bomb stops before it is
+/// inflated).
+pub fn zip_to_tar(
+    reader: impl Read + Seek,
+    out: impl Write,
+    max_bytes: u64,
+) -> std::io::Result<()> {
+    let bad = |e: zip::result::ZipError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut archive = zip::ZipArchive::new(reader).map_err(bad)?;
+    let mut tar = tar::Builder::new(out);
+    let mut total: u64 = 0;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(bad)?;
+        let name = entry.enclosed_name().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("zip entry {:?} escapes the destination", entry.name()),
+            )
+        })?;
+        let mode = entry.unix_mode().map(|m| m & 0o7777);
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        if entry.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(mode.unwrap_or(0o755));
+            header.set_size(0);
+            tar.append_data(&mut header, &name, std::io::empty())?;
+        } else if entry.is_symlink() {
+            let mut target = String::new();
+            entry.read_to_string(&mut target)?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, &name, target)?;
+        } else {
+            total = total.saturating_add(entry.size());
+            if total > max_bytes {
+                return Err(std::io::Error::other("archive too large once decompressed"));
+            }
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(mode.unwrap_or(0o644));
+            header.set_size(entry.size());
+            tar.append_data(&mut header, &name, &mut entry)?;
+        }
+    }
+    tar.into_inner()?.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use diego_garden::tarstream::zip_to_tar;
 use diego_garden::{Backend, ProcessEvent, ProcessSpec};
 use diego_host::capabilities::{
     CapabilityError, ContainerFiles, ContainerRef, PlanLog, Probe, ProcessExit, RunProcess,
@@ -451,7 +452,11 @@ fn reowned_tar(archive: &[u8], uid: u64, gid: u64) -> std::io::Result<Vec<u8>> {
         out
     } else if archive.starts_with(b"PK") {
         let mut out = Vec::new();
-        zip_to_tar(std::io::Cursor::new(archive), &mut out)?;
+        zip_to_tar(
+            std::io::Cursor::new(archive),
+            &mut out,
+            MAX_TRANSFER_BYTES as u64,
+        )?;
         out
     } else {
         archive.to_vec()
@@ -476,51 +481,6 @@ fn reowned_tar(archive: &[u8], uid: u64, gid: u64) -> std::io::Result<Vec<u8>> {
         }
     }
     builder.into_inner()
-}
-
-/// Re-packs a zip archive as tar: directories, regular files (with their unix mode, if the
-/// zip has one) and symlinks. Entries with absolute or `..` paths are refused.
-fn zip_to_tar(reader: impl Read + std::io::Seek, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let bad = |e: zip::result::ZipError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-    let mut archive = zip::ZipArchive::new(reader).map_err(bad)?;
-    let mut tar = tar::Builder::new(out);
-    let mut total: u64 = 0;
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(bad)?;
-        let name = entry.enclosed_name().ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("zip entry {:?} escapes the destination", entry.name()),
-            )
-        })?;
-        let mode = entry.unix_mode().map(|m| m & 0o7777);
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        if entry.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(mode.unwrap_or(0o755));
-            header.set_size(0);
-            tar.append_data(&mut header, &name, std::io::empty())?;
-        } else if entry.is_symlink() {
-            let mut target = String::new();
-            entry.read_to_string(&mut target)?;
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_mode(0o777);
-            header.set_size(0);
-            tar.append_link(&mut header, &name, target)?;
-        } else {
-            // the declared sizes bound what is inflated (a zip bomb stops here)
-            total = total.saturating_add(entry.size());
-            if total > MAX_TRANSFER_BYTES as u64 {
-                return Err(std::io::Error::other("archive too large once decompressed"));
-            }
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(mode.unwrap_or(0o644));
-            header.set_size(entry.size());
-            tar.append_data(&mut header, &name, &mut entry)?;
-        }
-    }
-    tar.finish()
 }
 
 impl Transfer for GardenCaps {

@@ -5,10 +5,11 @@
 //! decompressed (a zip re-packed as tar) on a blocking thread and streamed into
 //! [`diego_garden::Backend::stream_in`].
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 
 use bytes::Bytes;
 use diego_garden::ByteStream;
+use diego_garden::tarstream::zip_to_tar;
 use diego_model::actions::DownloadAction;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -190,7 +191,7 @@ async fn stream_in(cx: &Cx<'_>, to: &str, file: std::fs::File) -> Result<(), Str
                     .and_then(|_| out.flush())
             }
             Format::Tar => std::io::copy(&mut reader, &mut out).and_then(|_| out.flush()),
-            Format::Zip => zip_to_tar(reader, out),
+            Format::Zip => zip_to_tar(reader, out, u64::MAX),
         };
         if let Err(e) = result
             && e.kind() != std::io::ErrorKind::BrokenPipe
@@ -243,48 +244,10 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Re-packs a zip archive as tar: directories, regular files (with their unix mode, if the
-/// zip has one) and symlinks. Entries with absolute or `..` paths are refused.
-fn zip_to_tar(reader: impl Read + std::io::Seek, out: impl Write) -> std::io::Result<()> {
-    let bad = |e: zip::result::ZipError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-    let mut archive = zip::ZipArchive::new(reader).map_err(bad)?;
-    let mut tar = tar::Builder::new(out);
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(bad)?;
-        let name = entry.enclosed_name().ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("zip entry {:?} escapes the destination", entry.name()),
-            )
-        })?;
-        let mode = entry.unix_mode().map(|m| m & 0o7777);
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        if entry.is_dir() {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(mode.unwrap_or(0o755));
-            header.set_size(0);
-            tar.append_data(&mut header, &name, std::io::empty())?;
-        } else if entry.is_symlink() {
-            let mut target = String::new();
-            entry.read_to_string(&mut target)?;
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_mode(0o777);
-            header.set_size(0);
-            tar.append_link(&mut header, &name, target)?;
-        } else {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(mode.unwrap_or(0o644));
-            header.set_size(entry.size());
-            tar.append_data(&mut header, &name, &mut entry)?;
-        }
-    }
-    tar.into_inner()?.flush()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn archives_are_recognised_by_their_first_bytes() {
@@ -307,7 +270,7 @@ mod tests {
         assert_eq!(sniff(&bytes), Format::Zip);
 
         let mut tar_bytes = Vec::new();
-        zip_to_tar(Cursor::new(bytes), &mut tar_bytes).unwrap();
+        zip_to_tar(Cursor::new(bytes), &mut tar_bytes, u64::MAX).unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let entries: Vec<(String, tar::EntryType, u32, Vec<u8>)> = archive
             .entries()
@@ -344,7 +307,7 @@ mod tests {
             .unwrap();
         zip.write_all(b"x").unwrap();
         let bytes = zip.finish().unwrap().into_inner();
-        let err = zip_to_tar(Cursor::new(bytes), Vec::new()).unwrap_err();
+        let err = zip_to_tar(Cursor::new(bytes), Vec::new(), u64::MAX).unwrap_err();
         assert!(err.to_string().contains("escapes"), "{err}");
     }
 }
