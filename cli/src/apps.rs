@@ -191,7 +191,12 @@ pub async fn push(api_url: &str, args: PushArgs, output: Output) -> anyhow::Resu
         Some(crate::bits::zip_dir(&dir).map_err(|e| Failed(format!("{e:#}")))?)
     };
     let api = client(api_url);
-    let existed = api.app(&name).await.is_ok();
+    // Only a 404 means "new": on any other error nothing is known, so nothing is touched.
+    let existed = match api.app(&name).await {
+        Ok(_) => true,
+        Err(e) if e.status() == Some(404) => false,
+        Err(e) => return Err(api_failed(e)),
+    };
     eprintln!(
         "{} {name}...",
         if existed { "Updating" } else { "Creating" }
@@ -255,10 +260,13 @@ async fn push_and_wait(
     }
     let app = to_value(&api.app(name).await.map_err(api_failed)?)?;
     let guid = app["guid"].as_str().unwrap_or_default().to_string();
-    api.start(name).await.map_err(api_failed)?;
-    // Staging's log on stderr while we wait, as cf shows it.
+    // Staging's log on stderr while we wait, as cf shows it (subscribed before staging starts).
     let logs = tokio::spawn(follow_staging_log(api.base_url().to_string(), guid));
-    let outcome = wait_running(api, name, timeout).await;
+    let outcome = async {
+        let started = to_value(&api.start(name).await.map_err(api_failed)?)?;
+        wait_running(api, name, &app, &started, timeout).await
+    }
+    .await;
     logs.abort();
     outcome
 }
@@ -276,38 +284,85 @@ async fn follow_staging_log(logs_url: String, guid: String) {
     }
 }
 
-async fn wait_running(api: &AppsClient, name: &str, timeout: Duration) -> anyhow::Result<Value> {
+/// Follows what a start or restart set in motion (`started`, the API's answer; `before`, the
+/// app as it was) until an instance of the version it deploys runs: the staging it began (by
+/// task guid), then the deployment that staging leads to, or the deployment it began (by its
+/// `to`). A start that set nothing in motion is done once an instance runs.
+async fn wait_running(
+    api: &AppsClient,
+    name: &str,
+    before: &Value,
+    started: &Value,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + timeout;
-    let mut said_staged = false;
+    let in_flight = |v: &Value| v["state"] == "PENDING" || v["state"] == "RUNNING";
+    let staging_task = Some(&started["staging"])
+        .filter(|s| in_flight(s))
+        .and_then(|s| s["task_guid"].as_str())
+        .map(str::to_owned);
+    let previous = before["process_guid"].as_str().map(str::to_owned);
+    let mut target = Some(&started["deployment"])
+        .filter(|d| d["state"] == "DEPLOYING")
+        .and_then(|d| d["to"].as_str())
+        .map(str::to_owned);
+    let mut staged = staging_task.is_none();
     loop {
         let view = to_value(&api.app(name).await.map_err(api_failed)?)?;
-        let staging = &view["staging"];
-        if staging["state"] == "FAILED" {
-            let error = staging["error"].as_str().unwrap_or("staging failed");
-            return Err(Failed(format!("staging {name} failed: {error}")).into());
-        }
-        let staged = staging.is_null() || staging["state"] == "SUCCEEDED";
-        if staged && !said_staged && !staging.is_null() {
-            eprintln!("Staging complete; starting {name}...");
-            said_staged = true;
+        if let Some(task) = &staging_task
+            && !staged
+        {
+            let staging = &view["staging"];
+            if staging["task_guid"].as_str() != Some(task) {
+                return Err(Failed(format!(
+                    "another push of {name} replaced this one's staging"
+                ))
+                .into());
+            }
+            if staging["state"] == "FAILED" {
+                let error = staging["error"].as_str().unwrap_or("staging failed");
+                return Err(Failed(format!("staging {name} failed: {error}")).into());
+            }
+            if staging["state"] == "SUCCEEDED" {
+                eprintln!("Staging complete; starting {name}...");
+                staged = true;
+            }
         }
         let deployment = &view["deployment"];
-        if deployment["state"] == "FAILED" {
-            let error = deployment["error"]
+        if staged && target.is_none() {
+            // The deployment a finished staging leads to is the first one not to the old version.
+            target = deployment["to"]
                 .as_str()
-                .unwrap_or("the new version did not start");
-            return Err(Failed(format!("starting {name} failed: {error}")).into());
+                .filter(|to| Some(*to) != previous.as_deref())
+                .map(str::to_owned);
         }
-        let deployed = deployment.is_null() || deployment["state"] == "DEPLOYED";
-        let running = view["instances"]
-            .as_array()
-            .is_some_and(|i| i.iter().any(|i| i["state"] == "RUNNING"));
-        if staged && deployed && running {
-            return Ok(view);
+        let instances = view["instances"].as_array().cloned().unwrap_or_default();
+        let running = |pg: Option<&str>| {
+            instances.iter().any(|i| {
+                i["state"] == "RUNNING" && (pg.is_none() || i["process_guid"].as_str() == pg)
+            })
+        };
+        match &target {
+            Some(to) if deployment["to"].as_str() == Some(to) => {
+                if deployment["state"] == "FAILED" {
+                    let error = deployment["error"]
+                        .as_str()
+                        .unwrap_or("the new version did not start");
+                    return Err(Failed(format!("starting {name} failed: {error}")).into());
+                }
+                if deployment["state"] == "DEPLOYED" && running(Some(to)) {
+                    return Ok(view);
+                }
+            }
+            Some(_) => {}
+            // Nothing was set in motion: done once the app runs.
+            None if staged && staging_task.is_none() && running(None) => return Ok(view),
+            None => {}
         }
-        if let Some(error) = view["instances"].as_array().and_then(|i| {
-            i.iter()
-                .find_map(|i| i["placement_error"].as_str().filter(|e| !e.is_empty()))
+        if let Some(error) = instances.iter().find_map(|i| {
+            i["placement_error"]
+                .as_str()
+                .filter(|e| !e.is_empty() && target.as_deref() == i["process_guid"].as_str())
         }) {
             return Err(Failed(format!("{name} cannot be placed: {error}")).into());
         }
@@ -467,17 +522,19 @@ pub async fn scale(api_url: &str, args: ScaleArgs, output: Output) -> anyhow::Re
 
 pub async fn restart(api_url: &str, name: &str) -> anyhow::Result<()> {
     let api = client(api_url);
-    api.restart(name).await?;
+    let before = to_value(&api.app(name).await?)?;
+    let started = to_value(&api.restart(name).await?)?;
     eprintln!("Restarting {name}...");
-    wait_running(&api, name, Duration::from_secs(300)).await?;
+    wait_running(&api, name, &before, &started, Duration::from_secs(900)).await?;
     eprintln!("{name} is running");
     Ok(())
 }
 
 pub async fn start(api_url: &str, name: &str) -> anyhow::Result<()> {
     let api = client(api_url);
-    api.start(name).await?;
-    wait_running(&api, name, Duration::from_secs(900)).await?;
+    let before = to_value(&api.app(name).await?)?;
+    let started = to_value(&api.start(name).await?)?;
+    wait_running(&api, name, &before, &started, Duration::from_secs(900)).await?;
     eprintln!("{name} is running");
     Ok(())
 }
