@@ -11,6 +11,7 @@ use diego_model::requests::{
 };
 use diego_model::{ActualLrp, ActualLrpState, ErrorType, TaskDefinition};
 
+use crate::archive::ArchiveLimits;
 use crate::blobs::bits_key;
 use crate::db::AppWrite;
 use crate::deploy;
@@ -237,6 +238,7 @@ pub async fn put(state: &Arc<State>, name: &str, body: AppSettings) -> ApiResult
                 droplet: None,
                 version: 0,
                 process_guid: None,
+                process_launch: None,
                 staging: None,
                 deployment: None,
                 droplet_counter: 0,
@@ -264,18 +266,16 @@ pub async fn put(state: &Arc<State>, name: &str, body: AppSettings) -> ApiResult
         state
             .event(&app.guid, "update", format!("Updated app {}", app.name))
             .await;
-        apply_to_running(state, &app, changes).await;
+        // Settings that need new containers wait for the next start, restart or push (as in
+        // Cloud Foundry); instances and routes apply at once.
+        apply_in_place(state, &app, changes).await;
     }
     Ok((app, created))
 }
 
-/// Carries a settings change to the app's DesiredLRPs.
-async fn apply_to_running(state: &Arc<State>, app: &App, changes: Changes) {
+/// Carries instances and routes to the app's DesiredLRPs (nothing else changes in place).
+async fn apply_in_place(state: &Arc<State>, app: &App, changes: Changes) {
     if app.state != DesiredState::Started {
-        return;
-    }
-    if changes.relaunch && app.droplet.is_some() {
-        deploy::start(state.clone(), &app.name);
         return;
     }
     let deploying = state.deployments.is_active(&app.name);
@@ -307,7 +307,12 @@ async fn apply_to_running(state: &Arc<State>, app: &App, changes: Changes) {
 /// app's bits (as a zip in the blob store).
 pub async fn put_bits(state: &Arc<State>, name: &str, upload: &Path) -> ApiResult<App> {
     let app = load(state, name).await?;
-    let zip = uploads::prepare_zip(upload, &state.config.data_dir.join("tmp")).await?;
+    let zip = uploads::prepare_zip(
+        upload,
+        &state.config.data_dir.join("tmp"),
+        ArchiveLimits::for_uploads(state.config.max_upload_bytes),
+    )
+    .await?;
     if zip.contents.files.is_empty() {
         return Err(ApiError::unprocessable(
             "empty_bits",
@@ -352,12 +357,13 @@ pub async fn put_bits(state: &Arc<State>, name: &str, upload: &Path) -> ApiResul
     Ok(app)
 }
 
-/// `start` (and `restart` with `rolling_restart`): stage if the droplet is not current, else
-/// deploy (a restart always deploys a new version; a start only when nothing runs).
+/// `start` and `restart`: stage if the droplet is not what the app asks for (bits, named
+/// buildpacks, docker image, lifecycle, stack), else deploy when needed — always on a restart,
+/// on a start when nothing runs or the running version has other settings. What was set in
+/// motion is recorded before this returns: the answer has the PENDING staging (its deployment
+/// follows) or the DEPLOYING deployment; with nothing to do it is the app as it was.
 pub async fn start(state: &Arc<State>, name: &str, restart: bool) -> ApiResult<App> {
     let app = load(state, name).await?;
-    let buildpacks = state.db.buildpacks().await?;
-    let inputs = staging::inputs(state, &app, &buildpacks)?;
     let guid = app.guid.clone();
     let app = state
         .db
@@ -382,14 +388,35 @@ pub async fn start(state: &Arc<State>, name: &str, restart: bool) -> ApiResult<A
             ),
         )
         .await;
-    if staging::needs_staging(&app, &inputs) {
-        if !staging::staging_under_way(&app, &inputs) {
-            staging::begin(state, name, inputs).await?;
+    // Staging inputs (buildpacks resolved) are computed only when staging is needed, so a
+    // restart whose named buildpack was deleted since still runs its droplet.
+    if staging::needs_staging(&app) {
+        match staging::begin(state, name).await? {
+            staging::Begun::Staging(app) | staging::Begun::UnderWay(app) => return Ok(app),
+            staging::Begun::Current => {}
         }
-    } else if restart || !running_or_deploying(state, &app).await? {
-        deploy::start(state.clone(), name);
     }
-    load(state, name).await
+    let app = load(state, name).await?;
+    if (restart || !up_to_date(state, &app).await?)
+        && let Some(app) = deploy::start(state, name).await?
+    {
+        return Ok(app);
+    }
+    Ok(app)
+}
+
+/// Whether what runs (or is being deployed) is the app's droplet with its settings.
+async fn up_to_date(state: &State, app: &App) -> ApiResult<bool> {
+    let current = |launch: Option<&Launch>| launch.is_none_or(|l| l.is_current_for(app));
+    if state.deployments.is_active(&app.name)
+        && let Some(d) = app
+            .deployment
+            .as_ref()
+            .filter(|d| d.state == DeploymentState::Deploying)
+    {
+        return Ok(current(d.launch.as_ref()));
+    }
+    Ok(current(app.process_launch.as_ref()) && running_or_deploying(state, app).await?)
 }
 
 /// Whether the app's current version is desired in the BBS (or a deployment is under way).
@@ -434,6 +461,7 @@ pub async fn stop(state: &Arc<State>, name: &str) -> ApiResult<App> {
                 current.ok_or_else(|| ApiError::conflict("app_changed", "the app was deleted"))?;
             app.state = DesiredState::Stopped;
             app.process_guid = None;
+            app.process_launch = None;
             app.deployment = None;
             app.updated_at = now_ns();
             Ok((AppWrite::Put(app.clone()), app))
@@ -449,7 +477,8 @@ pub async fn stop(state: &Arc<State>, name: &str) -> ApiResult<App> {
     Ok(app)
 }
 
-/// `scale`: instances at once; memory or disk through a rolling redeploy.
+/// `scale`: instances at once; memory or disk through a rolling redeploy (recorded before
+/// this returns, as `start` does).
 pub async fn scale(state: &Arc<State>, name: &str, body: ScaleRequest) -> ApiResult<App> {
     check_limits(body.instances, body.memory_mb, body.disk_mb)?;
     load(state, name).await?;
@@ -480,34 +509,47 @@ pub async fn scale(state: &Arc<State>, name: &str, body: ScaleRequest) -> ApiRes
             ),
         )
         .await;
-    apply_to_running(state, &app, changes).await;
+    if changes.relaunch
+        && app.state == DesiredState::Started
+        && let Some(app) = deploy::start(state, name).await?
+    {
+        return Ok(app);
+    }
+    apply_in_place(state, &app, changes).await;
     Ok(app)
 }
 
-/// `PUT /v1/apps/{name}/env`: `{KEY: "v"}` sets, `{KEY: null}` unsets.
+/// `PUT /v1/apps/{name}/env`: `{KEY: "v"}` sets, `{KEY: null}` unsets, merged in the write
+/// (concurrent calls lose nothing). Like Cloud Foundry, a running app sees the change at its
+/// next start, restart or push.
 pub async fn set_env(
     state: &Arc<State>,
     name: &str,
     body: BTreeMap<String, Option<String>>,
 ) -> ApiResult<App> {
     check_env_names(body.keys())?;
-    let app = load(state, name).await?;
-    let mut env = app.settings.env.clone();
-    for (k, v) in body {
-        match v {
-            Some(v) => env.insert(k, v),
-            None => env.remove(&k),
-        };
-    }
-    let (app, _) = put(
-        state,
-        name,
-        AppSettings {
-            env: Some(env),
-            ..AppSettings::default()
-        },
-    )
-    .await?;
+    let owned = name.to_owned();
+    let app = state
+        .db
+        .update_app(name, move |current| {
+            let mut app = current.ok_or_else(|| ApiError::app_not_found(&owned))?;
+            for (k, v) in body {
+                match v {
+                    Some(v) => app.settings.env.insert(k, v),
+                    None => app.settings.env.remove(&k),
+                };
+            }
+            app.updated_at = now_ns();
+            Ok((AppWrite::Put(app.clone()), app))
+        })
+        .await?;
+    state
+        .event(
+            &app.guid,
+            "update",
+            format!("Updated the environment of app {}", app.name),
+        )
+        .await;
     Ok(app)
 }
 
@@ -583,8 +625,19 @@ pub async fn run_task(state: &Arc<State>, name: &str, body: TaskRequest) -> ApiR
         ));
     }
     let task_guid = format!("{}-task-{id}", app.guid);
-    let action = launcher::task_action(state, &app, &task_guid, &body.command).await?;
     let annotation = serde_json::json!({"name": task_name, "command": body.command}).to_string();
+    // The command travels in the task's annotation, which the BBS caps: say so before asking.
+    let max = diego_model::desired_lrp::MAX_ANNOTATION_BYTES;
+    if annotation.len() > max {
+        return Err(ApiError::unprocessable(
+            "command_too_long",
+            format!(
+                "the task command is {} bytes; with its name it must fit in {max} bytes",
+                body.command.len()
+            ),
+        ));
+    }
+    let action = launcher::task_action(state, &app, &task_guid, &body.command).await?;
     let definition = TaskDefinition {
         rootfs: launcher::rootfs(&app),
         action: Some(action),

@@ -58,6 +58,18 @@ impl Blobs {
         }
     }
 
+    /// The keys under `prefix` (which ends with `/`).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BlobsError> {
+        Ok(self
+            .client
+            .list(prefix)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .map(|b| b.key)
+            .collect())
+    }
+
     /// Deletes every blob under `prefix` (which ends with `/`).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobsError> {
         self.client

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::archive::ArchiveLimits;
 use crate::archive::buildpack_missing;
 use crate::blobs::buildpack_key;
 use crate::error::{ApiError, ApiResult};
@@ -58,7 +59,12 @@ pub async fn put(
             "position starts at 1",
         ));
     }
-    let zip = uploads::prepare_zip(upload, &state.config.data_dir.join("tmp")).await?;
+    let zip = uploads::prepare_zip(
+        upload,
+        &state.config.data_dir.join("tmp"),
+        ArchiveLimits::for_uploads(state.config.max_upload_bytes),
+    )
+    .await?;
     if let Some(missing) = buildpack_missing(&zip.contents) {
         return Err(ApiError::unprocessable("invalid_buildpack", missing));
     }

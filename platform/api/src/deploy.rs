@@ -10,6 +10,13 @@
 //!
 //! One deployment per app at a time: a new one cancels the running one (which removes its
 //! unfinished version) and waits for it to clean up.
+//!
+//! A deployment is recorded (DEPLOYING, `to` the new process guid) in the same write that
+//! decides it, before the request that set it in motion is answered; the rolling steps run in
+//! the background. Every write of a deployment requires the app to be STARTED still and the
+//! record to name the same `to`: a stop or a newer deployment wins, and the stale version is
+//! removed. When a deployment ends, the live instance count is set to the app's (a scale
+//! during the deployment is not lost) and droplets no version uses are deleted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,16 +27,20 @@ use diego_model::requests::{ActualLrpsRequest, UpdateDesiredLrpRequest};
 use diego_model::{ActualLrpState, ErrorType};
 use tokio_util::sync::CancellationToken;
 
+use crate::blobs::droplet_key;
 use crate::db::AppWrite;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::launcher::{desired_lrp, process_guid};
-use crate::model::{App, DeploymentRecord, DeploymentState, DesiredState};
+use crate::model::{App, DeploymentRecord, DeploymentState, DesiredState, Launch};
 use crate::state::{State, now_ns};
 
 #[derive(Debug)]
 struct Slot {
     token: CancellationToken,
-    generation: u64,
+    /// The generation of the deployment that owns the slot (`None`: only reservations).
+    owner: Option<u64>,
+    /// Reservations not yet spawned or dropped.
+    pending: usize,
     /// Held by the deployment that runs; the next one waits for it.
     lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -48,9 +59,78 @@ impl Deployments {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a deployment of `app_name` is under way.
+    /// Whether a deployment of `app_name` is under way (or about to be recorded).
     pub fn is_active(&self, app_name: &str) -> bool {
         self.slots().contains_key(app_name)
+    }
+
+    /// Marks the app's slot as about to record a deployment, so the bulk pass leaves the app
+    /// alone from before the record is written until its runner ends. Nothing is cancelled
+    /// until [`Reservation::spawn`]; unspawned, the reservation is released on drop.
+    pub fn reserve(state: &Arc<State>, app_name: &str) -> Reservation {
+        let generation = state
+            .deployments
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let mut slots = state.deployments.slots();
+        let slot = slots.entry(app_name.to_owned()).or_insert_with(|| Slot {
+            token: CancellationToken::new(),
+            owner: None,
+            pending: 0,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        slot.pending += 1;
+        Reservation {
+            state: state.clone(),
+            name: app_name.to_owned(),
+            generation,
+            spawned: false,
+        }
+    }
+
+    /// A reservation ends (spawned or not); the slot goes once nothing holds it.
+    fn unreserve(&self, app_name: &str) {
+        let mut slots = self.slots();
+        if let Some(slot) = slots.get_mut(app_name) {
+            slot.pending = slot.pending.saturating_sub(1);
+            if slot.pending == 0 && slot.owner.is_none() {
+                slots.remove(app_name);
+            }
+        }
+    }
+
+    /// Makes the deployment `generation` the slot's owner, cancelling the one before;
+    /// returns its token and the lock it runs under.
+    fn take(
+        &self,
+        app_name: &str,
+        generation: u64,
+    ) -> (CancellationToken, Arc<tokio::sync::Mutex<()>>) {
+        let mut slots = self.slots();
+        let slot = slots.entry(app_name.to_owned()).or_insert_with(|| Slot {
+            token: CancellationToken::new(),
+            owner: None,
+            pending: 0,
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        slot.token.cancel();
+        slot.token = CancellationToken::new();
+        slot.owner = Some(generation);
+        (slot.token.clone(), slot.lock.clone())
+    }
+
+    /// The deployment `generation` ended.
+    fn release(&self, app_name: &str, generation: u64) {
+        let mut slots = self.slots();
+        if let Some(slot) = slots.get_mut(app_name)
+            && slot.owner == Some(generation)
+        {
+            slot.owner = None;
+            if slot.pending == 0 {
+                slots.remove(app_name);
+            }
+        }
     }
 
     /// Cancels the app's deployment, if any, and waits until it has cleaned up.
@@ -67,40 +147,93 @@ impl Deployments {
     }
 }
 
-/// Starts deploying the app's droplet with its settings (in the background).
-pub fn start(state: Arc<State>, app_name: &str) {
-    let name = app_name.to_owned();
-    let token = CancellationToken::new();
-    let generation = state
-        .deployments
-        .generations
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let lock = {
-        let mut slots = state.deployments.slots();
-        let slot = slots.entry(name.clone()).or_insert_with(|| Slot {
-            token: CancellationToken::new(),
-            generation,
-            lock: Arc::new(tokio::sync::Mutex::new(())),
-        });
-        slot.token.cancel();
-        slot.token = token.clone();
-        slot.generation = generation;
-        slot.lock.clone()
-    };
-    tokio::spawn(async move {
-        {
-            let _running = lock.lock().await;
-            if !token.is_cancelled()
-                && let Err(e) = run(&state, &name, &token).await
+/// An app's deployment slot, taken before the deployment is recorded (so the bulk pass never
+/// sees a recorded deployment without its runner).
+#[derive(Debug)]
+pub struct Reservation {
+    state: Arc<State>,
+    name: String,
+    generation: u64,
+    spawned: bool,
+}
+
+impl Reservation {
+    /// Runs the recorded deployment to `to` in the background.
+    pub fn spawn(mut self, to: String) {
+        let state = self.state.clone();
+        let name = self.name.clone();
+        let generation = self.generation;
+        let (token, lock) = state.deployments.take(&name, generation);
+        self.spawned = true;
+        state.deployments.unreserve(&name);
+        tokio::spawn(async move {
             {
-                tracing::warn!(app = %name, error = %e, "deployment failed");
+                let _running = lock.lock().await;
+                if !token.is_cancelled()
+                    && let Err(e) = run(&state, &name, &to, &token).await
+                {
+                    tracing::warn!(app = %name, error = %e, "deployment failed");
+                }
             }
+            state.deployments.release(&name, generation);
+            reconcile_instances(&state, &name).await;
+        });
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.spawned {
+            self.state.deployments.unreserve(&self.name);
         }
-        let mut slots = state.deployments.slots();
-        if slots.get(&name).is_some_and(|s| s.generation == generation) {
-            slots.remove(&name);
-        }
+    }
+}
+
+/// Records a deployment of the app's droplet with its settings on `app` (a new version,
+/// DEPLOYING); a fresh start (nothing runs) makes the new version the app's at once. Returns
+/// the new process guid, or `None` if there is no droplet.
+pub fn record(app: &mut App) -> Option<String> {
+    let launch = Launch::of(app)?;
+    app.version += 1;
+    let to = process_guid(&app.guid, app.version);
+    let from = app.process_guid.clone();
+    if from.is_none() {
+        app.process_guid = Some(to.clone());
+        app.process_launch = Some(launch.clone());
+    }
+    app.deployment = Some(DeploymentRecord {
+        state: DeploymentState::Deploying,
+        from,
+        to: to.clone(),
+        error: None,
+        launch: Some(launch),
     });
+    app.updated_at = now_ns();
+    Some(to)
+}
+
+/// Deploys the app's droplet with its settings: recorded before this returns (the answer is
+/// the app with its DEPLOYING record), rolled out in the background. `None`: the app is not
+/// STARTED or has no droplet, so nothing was set in motion.
+pub async fn start(state: &Arc<State>, app_name: &str) -> ApiResult<Option<App>> {
+    let reservation = Deployments::reserve(state, app_name);
+    let recorded = state
+        .db
+        .update_app(app_name, |current| {
+            let Some(mut app) = current.filter(|a| a.state == DesiredState::Started) else {
+                return Ok((AppWrite::Keep, None));
+            };
+            Ok(match record(&mut app) {
+                Some(to) => (AppWrite::Put(app.clone()), Some((app, to))),
+                None => (AppWrite::Keep, None),
+            })
+        })
+        .await?;
+    let Some((app, to)) = recorded else {
+        return Ok(None);
+    };
+    reservation.spawn(to);
+    Ok(Some(app))
 }
 
 /// Why waiting for instances ended early.
@@ -109,14 +242,42 @@ enum WaitError {
     Failed(String),
 }
 
-async fn run(state: &Arc<State>, name: &str, token: &CancellationToken) -> ApiResult<()> {
+/// Whether the app is STARTED and its deployment record still names `to`.
+fn still_ours(app: &App, to: &str) -> bool {
+    app.state == DesiredState::Started
+        && app
+            .deployment
+            .as_ref()
+            .is_some_and(|d| d.to == to && d.state == DeploymentState::Deploying)
+}
+
+/// Reads the app; `None` (and `to` removed, if the app was stopped or deleted) when the
+/// deployment to `to` is no longer wanted.
+async fn reread(state: &State, name: &str, guid: &str, to: &str) -> ApiResult<Option<App>> {
+    match state.db.app(name).await? {
+        Some(app) if app.guid == guid && still_ours(&app, to) => Ok(Some(app)),
+        Some(app) if app.guid == guid && app.state == DesiredState::Started => Ok(None),
+        _ => {
+            remove_lrp(state, to).await;
+            Ok(None)
+        }
+    }
+}
+
+async fn run(state: &Arc<State>, name: &str, to: &str, token: &CancellationToken) -> ApiResult<()> {
     let Some(app) = state.db.app(name).await? else {
         return Ok(());
     };
-    if app.state != DesiredState::Started || app.droplet.is_none() {
+    if !still_ours(&app, to) {
         return Ok(());
     }
-    let from = match &app.process_guid {
+    let Some(deployment) = app.deployment.clone() else {
+        return Ok(());
+    };
+    let Some(launch) = deployment.launch.clone().or_else(|| Launch::of(&app)) else {
+        return Ok(());
+    };
+    let from = match &deployment.from {
         Some(pg) => match state.bbs.desired_lrp(pg).await {
             Ok(lrp) => Some((pg.clone(), u32::try_from(lrp.instances).unwrap_or(0))),
             Err(e) if e.kind() == Some(ErrorType::ResourceNotFound) => None,
@@ -124,61 +285,69 @@ async fn run(state: &Arc<State>, name: &str, token: &CancellationToken) -> ApiRe
         },
         None => None,
     };
-    let version = app.version + 1;
-    let to = process_guid(&app.guid, version);
-    let target = app.settings.instances;
-    let record = DeploymentRecord {
-        state: DeploymentState::Deploying,
-        from: from.as_ref().map(|(pg, _)| pg.clone()),
-        to: to.clone(),
-        error: None,
-    };
     let fresh = from.is_none();
     let guid = app.guid.clone();
-    let app = state
-        .db
-        .update_app(name, move |current| {
-            let mut app = current.filter(|a| a.guid == guid).ok_or_else(|| {
-                ApiError::conflict("app_changed", "the app was deleted during its deployment")
-            })?;
-            app.version = version;
-            app.deployment = Some(record);
-            if fresh {
-                app.process_guid = Some(process_guid(&app.guid, version));
-            }
-            app.updated_at = now_ns();
-            Ok((AppWrite::Put(app.clone()), app))
-        })
-        .await?;
+    let app = if fresh && deployment.from.is_some() {
+        // The recorded version is gone from the BBS: nothing to roll from, start afresh.
+        let to_owned = to.to_owned();
+        let launch = launch.clone();
+        let updated = state
+            .db
+            .update_app(name, move |current| {
+                let Some(mut app) = current.filter(|a| a.guid == guid && still_ours(a, &to_owned))
+                else {
+                    return Ok((AppWrite::Keep, None));
+                };
+                app.process_guid = Some(to_owned.clone());
+                app.process_launch = Some(launch);
+                if let Some(d) = &mut app.deployment {
+                    d.from = None;
+                }
+                app.updated_at = now_ns();
+                Ok((AppWrite::Put(app.clone()), Some(app)))
+            })
+            .await?;
+        match updated {
+            Some(app) => app,
+            None => return Ok(()),
+        }
+    } else {
+        app
+    };
     state
         .event(
             &app.guid,
             "deploy",
-            format!("Deploying version {version} ({to})"),
+            format!("Deploying version {} ({to})", app.version),
         )
         .await;
 
+    let target = app.settings.instances;
     let first = if fresh { target } else { target.min(1) };
-    let lrp = match desired_lrp(state, &app, &to, first).await {
+    let lrp = match desired_lrp(state, &launch.applied_to(&app), to, first).await {
         Ok(lrp) => lrp,
-        Err(e) => return finish_failed(state, &app, &to, from, e.message).await,
+        Err(e) => return finish_failed(state, &app, to, from, e.message).await,
     };
-    if token.is_cancelled() {
+    if token.is_cancelled() || reread(state, name, &app.guid, to).await?.is_none() {
         return Ok(());
     }
     if let Err(e) = state.bbs.desire_lrp(&lrp).await {
-        return finish_failed(state, &app, &to, from, format!("cannot desire {to}: {e}")).await;
+        return finish_failed(state, &app, to, from, format!("cannot desire {to}: {e}")).await;
+    }
+    // A stop may have listed the app's LRPs just before this one was desired.
+    if reread(state, name, &app.guid, to).await?.is_none() {
+        return Ok(());
     }
     let Some((old, old_instances)) = from else {
-        return match wait_running(state, &to, target, token).await {
-            Ok(()) => finish_deployed(state, &app, &to, None).await,
+        return match wait_running(state, to, target, token).await {
+            Ok(()) => finish_deployed(state, &app, to, None, launch).await,
             Err(WaitError::Cancelled) => Ok(()),
             // The first version stays desired (Diego keeps restarting it): nothing to go back to.
             Err(WaitError::Failed(reason)) => {
                 set_deployment(
                     state,
                     &app,
-                    &to,
+                    to,
                     DeploymentState::Failed,
                     Some(reason.clone()),
                 )
@@ -194,16 +363,16 @@ async fn run(state: &Arc<State>, name: &str, token: &CancellationToken) -> ApiRe
             }
         };
     };
-    match roll(state, &app, &old, old_instances, &to, first, token).await {
-        Ok(()) => finish_deployed(state, &app, &to, Some(&old)).await,
+    match roll(state, &app, &old, old_instances, to, first, token).await {
+        Ok(()) => finish_deployed(state, &app, to, Some(&old), launch).await,
         Err(WaitError::Cancelled) => {
-            remove_lrp(state, &to).await;
+            remove_lrp(state, to).await;
             set_instances(state, &old, old_instances).await;
             Ok(())
         }
         Err(WaitError::Failed(reason)) => {
             set_instances(state, &old, old_instances).await;
-            finish_failed(state, &app, &to, Some((old, old_instances)), reason).await
+            finish_failed(state, &app, to, Some((old, old_instances)), reason).await
         }
     }
 }
@@ -223,7 +392,7 @@ async fn roll(
     loop {
         // The target is read again each step: a scale during the deployment is honoured.
         let target = match state.db.app(&app.name).await {
-            Ok(Some(a)) if a.guid == app.guid => a.settings.instances,
+            Ok(Some(a)) if a.guid == app.guid && still_ours(&a, new) => a.settings.instances,
             _ => return Err(WaitError::Cancelled),
         };
         if new_n >= target {
@@ -292,34 +461,67 @@ async fn wait_running(
     }
 }
 
-/// The new version serves: it becomes the app's process guid, then the old is removed.
-async fn finish_deployed(state: &State, app: &App, to: &str, old: Option<&str>) -> ApiResult<()> {
+/// The new version serves: it becomes the app's process guid, then the old is removed and
+/// droplets no version uses are deleted. A stop that came first wins: the new one is removed.
+async fn finish_deployed(
+    state: &State,
+    app: &App,
+    to: &str,
+    old: Option<&str>,
+    launch: Launch,
+) -> ApiResult<()> {
     let to_owned = to.to_owned();
     let guid = app.guid.clone();
-    state
+    let outcome = state
         .db
         .update_app(&app.name, move |current| {
             let Some(mut app) = current.filter(|a| a.guid == guid) else {
-                return Ok((AppWrite::Keep, ()));
+                return Ok((AppWrite::Keep, Finish::Stopped));
             };
+            if app.state != DesiredState::Started {
+                return Ok((AppWrite::Keep, Finish::Stopped));
+            }
+            if !still_ours(&app, &to_owned) {
+                return Ok((AppWrite::Keep, Finish::Superseded));
+            }
             app.process_guid = Some(to_owned.clone());
+            app.process_launch = Some(launch.clone());
             app.deployment = Some(DeploymentRecord {
                 state: DeploymentState::Deployed,
                 from: app.deployment.as_ref().and_then(|d| d.from.clone()),
                 to: to_owned,
                 error: None,
+                launch: Some(launch),
             });
             app.updated_at = now_ns();
-            Ok((AppWrite::Put(app), ()))
+            Ok((AppWrite::Put(app), Finish::Done))
         })
         .await?;
+    match outcome {
+        Finish::Done => {}
+        Finish::Stopped => {
+            remove_lrp(state, to).await;
+            return Ok(());
+        }
+        Finish::Superseded => return Ok(()),
+    }
     if let Some(old) = old {
         remove_lrp(state, old).await;
     }
     state
         .event(&app.guid, "deployed", format!("Version {to} is running"))
         .await;
+    prune_droplets(state, &app.name).await;
     Ok(())
+}
+
+/// How a deployment's last write went.
+enum Finish {
+    Done,
+    /// The app was stopped or deleted meanwhile.
+    Stopped,
+    /// A newer deployment took over.
+    Superseded,
 }
 
 /// The new version failed: it is removed; the old (if any) keeps serving.
@@ -349,6 +551,65 @@ async fn finish_failed(
         )
         .await;
     Ok(())
+}
+
+/// Deletes the app's droplets that nothing uses: not the current one, not what its version or
+/// a deployment under way runs, not what an unfinished staging uploads. Best effort.
+pub async fn prune_droplets(state: &State, app_name: &str) {
+    let app = match state.db.app(app_name).await {
+        Ok(Some(app)) => app,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(app = app_name, error = %e, "cannot read the app to prune droplets");
+            return;
+        }
+    };
+    let mut keep: Vec<String> = Vec::new();
+    keep.extend(app.droplet.iter().map(|d| d.key.clone()));
+    keep.extend(app.process_launch.iter().map(|l| l.droplet.key.clone()));
+    if let Some(d) = app
+        .deployment
+        .as_ref()
+        .filter(|d| d.state == DeploymentState::Deploying)
+    {
+        keep.extend(d.launch.iter().map(|l| l.droplet.key.clone()));
+    }
+    if let Some(s) = app.staging.as_ref().filter(|s| !s.state.is_done()) {
+        keep.push(droplet_key(&app.guid, s.droplet_number));
+    }
+    let prefix = format!("droplets/{}/", app.guid);
+    let keys = match state.blobs.list(&prefix).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::warn!(app = app_name, error = %e, "cannot list droplets");
+            return;
+        }
+    };
+    for key in keys.into_iter().filter(|k| !keep.contains(k)) {
+        match state.blobs.delete(&key).await {
+            Ok(()) => tracing::debug!(%key, "deleted an unused droplet"),
+            Err(e) => tracing::warn!(%key, error = %e, "cannot delete an unused droplet"),
+        }
+    }
+}
+
+/// After a deployment: the live version runs as many instances as the app asks for now (a
+/// scale during the deployment may have been applied to a version that no longer serves).
+async fn reconcile_instances(state: &State, app_name: &str) {
+    let Ok(Some(app)) = state.db.app(app_name).await else {
+        return;
+    };
+    if app.state != DesiredState::Started || state.deployments.is_active(app_name) {
+        return;
+    }
+    let Some(pg) = &app.process_guid else {
+        return;
+    };
+    if let Ok(lrp) = state.bbs.desired_lrp(pg).await
+        && u32::try_from(lrp.instances).ok() != Some(app.settings.instances)
+    {
+        set_instances(state, pg, app.settings.instances).await;
+    }
 }
 
 async fn set_deployment(

@@ -72,9 +72,23 @@ impl From<crate::db::DbError> for ApiError {
     }
 }
 
+/// The BBS's refusals are the caller's to fix (422, 409, with the BBS's own message); only a
+/// BBS that fails or cannot be reached is a 502.
 impl From<diego_bbs_client::ClientError> for ApiError {
     fn from(e: diego_bbs_client::ClientError) -> Self {
-        ApiError::upstream("bbs_error", e.to_string())
+        use diego_model::ErrorType;
+        match &e {
+            diego_bbs_client::ClientError::Bbs { error, .. } => match error.kind {
+                ErrorType::InvalidRequest => {
+                    ApiError::unprocessable("bbs_invalid_request", error.message.clone())
+                }
+                ErrorType::ResourceConflict => {
+                    ApiError::conflict("bbs_conflict", error.message.clone())
+                }
+                _ => ApiError::upstream("bbs_error", e.to_string()),
+            },
+            _ => ApiError::upstream("bbs_error", e.to_string()),
+        }
     }
 }
 
@@ -85,3 +99,39 @@ impl From<crate::blobs::BlobsError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diego_bbs_client::ClientError;
+    use diego_model::{BbsError, ErrorType};
+
+    fn refused(kind: ErrorType) -> ApiError {
+        ClientError::Bbs {
+            route: "DesireTask".into(),
+            error: BbsError::new(kind, "annotation is too long"),
+        }
+        .into()
+    }
+
+    #[test]
+    fn bbs_refusals_are_the_callers_and_failures_are_upstream() {
+        let invalid = refused(ErrorType::InvalidRequest);
+        assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(invalid.message, "annotation is too long");
+        assert_eq!(
+            refused(ErrorType::ResourceConflict).status,
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            refused(ErrorType::UnknownError).status,
+            StatusCode::BAD_GATEWAY
+        );
+        let transport: ApiError = ClientError::Transport {
+            url: "http://127.0.0.1:1".into(),
+            message: "refused".into(),
+        }
+        .into();
+        assert_eq!(transport.status, StatusCode::BAD_GATEWAY);
+    }
+}

@@ -181,6 +181,56 @@ pub struct DeploymentRecord {
     pub from: Option<String>,
     pub to: String,
     pub error: Option<String>,
+    /// What `to` runs (records written before this field existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+/// What one version of an app runs: the droplet and the settings its DesiredLRP is built
+/// from. Settings changed later take effect at the next start, restart or push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launch {
+    pub droplet: DropletRecord,
+    pub settings: Settings,
+}
+
+impl Launch {
+    /// What `app` would launch now (`None` without a droplet).
+    pub fn of(app: &App) -> Option<Launch> {
+        Some(Launch {
+            droplet: app.droplet.clone()?,
+            settings: app.settings.clone(),
+        })
+    }
+
+    /// Whether a version launched this way is what `app` asks for now: the same droplet and
+    /// the same settings that need new containers. Instances and routes are applied to a
+    /// running version in place, so they do not count.
+    pub fn is_current_for(&self, app: &App) -> bool {
+        let (a, b) = (&self.settings, &app.settings);
+        app.droplet
+            .as_ref()
+            .is_some_and(|d| d.number == self.droplet.number && d.key == self.droplet.key)
+            && a.memory_mb == b.memory_mb
+            && a.disk_mb == b.disk_mb
+            && a.env == b.env
+            && a.command == b.command
+            && a.health_check_type == b.health_check_type
+            && a.health_check_http_endpoint == b.health_check_http_endpoint
+    }
+
+    /// `app` as this version runs it: its droplet and settings, with the app's live instances
+    /// and routes.
+    pub fn applied_to(&self, app: &App) -> App {
+        let mut launched = app.clone();
+        launched.droplet = Some(self.droplet.clone());
+        launched.settings = Settings {
+            instances: app.settings.instances,
+            routes: app.settings.routes.clone(),
+            ..self.settings.clone()
+        };
+        launched
+    }
 }
 
 /// An app as the redb file keeps it.
@@ -196,6 +246,9 @@ pub struct App {
     pub version: u64,
     /// The DesiredLRP that serves the app (none before its first deployment or once stopped).
     pub process_guid: Option<String>,
+    /// What `process_guid` runs (records written before this field existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_launch: Option<Launch>,
     pub staging: Option<StagingRecord>,
     pub deployment: Option<DeploymentRecord>,
     /// Droplets staged so far (numbers the next one).

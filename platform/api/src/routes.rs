@@ -1,6 +1,14 @@
 //! The HTTP API: the route table and thin handlers over `apps.rs`, `buildpacks.rs` and
 //! `staging.rs`. Every error is `{"error", "code"}` with a 4xx/5xx status.
 //!
+//! `start`/`restart` answer after recording what they set in motion: a new staging
+//! (`staging.state` PENDING, its `task_guid`; a deployment follows when it succeeds) or a new
+//! deployment (`deployment.state` DEPLOYING, `to` the new process guid); with nothing to do
+//! (same droplet and settings, running) the app as it is. `PUT /v1/apps/{name}` and
+//! `PUT /v1/apps/{name}/env` change no running container: instances and routes apply at once,
+//! other settings at the next start, restart or push. `scale` with memory or disk deploys as
+//! `start` does.
+//!
 //! | route | body | answer |
 //! |---|---|---|
 //! | `GET /v1/info` | | [`Info`] |

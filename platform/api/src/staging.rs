@@ -46,13 +46,18 @@ pub fn resolve_buildpacks<'a>(
         .collect()
 }
 
-/// What staging the app now would start from; a droplet staged from the same inputs is
-/// current. Errors if the app cannot be staged (no bits, no image).
-pub fn inputs(state: &State, app: &App, buildpacks: &[Buildpack]) -> ApiResult<StagingInputs> {
+/// What staging the app now would start from, with the buildpacks resolved (an unknown
+/// named buildpack is a 422). Errors if the app cannot be staged (no bits, no image).
+/// `lifecycle_sha256` is the app's lifecycle component's.
+pub fn inputs(
+    app: &App,
+    lifecycle_sha256: &str,
+    buildpacks: &[Buildpack],
+) -> ApiResult<StagingInputs> {
     let kind = app.settings.lifecycle;
     let mut inputs = StagingInputs {
         lifecycle: kind,
-        lifecycle_sha256: state.lifecycles.sha256(kind).to_owned(),
+        lifecycle_sha256: lifecycle_sha256.to_owned(),
         stack: app.settings.stack.clone(),
         ..StagingInputs::default()
     };
@@ -95,19 +100,44 @@ pub fn inputs(state: &State, app: &App, buildpacks: &[Buildpack]) -> ApiResult<S
     Ok(inputs)
 }
 
-/// Whether the app must be staged before it can run: no droplet, or one staged from other
-/// inputs.
-pub fn needs_staging(app: &App, inputs: &StagingInputs) -> bool {
-    app.droplet
-        .as_ref()
-        .is_none_or(|d| &d.staged_from != inputs)
+/// Whether a droplet staged from `staged` is what `app` asks for: the same lifecycle kind,
+/// stack, bits, docker image and named buildpacks (by name). A buildpack added, updated or
+/// deleted since, or a new lifecycle component, does not make a droplet stale (as in Cloud
+/// Foundry: restage to pick them up).
+pub fn staged_as_asked(staged: &StagingInputs, app: &App) -> bool {
+    let s = &app.settings;
+    if staged.lifecycle != s.lifecycle || staged.stack != s.stack {
+        return false;
+    }
+    match s.lifecycle {
+        LifecycleKind::Docker => {
+            staged.docker_image.as_deref() == s.docker_image.as_deref().map(str::trim)
+        }
+        LifecycleKind::Buildpack => {
+            let names = staged
+                .buildpacks
+                .iter()
+                .map(|b| b.rsplit_once(':').map_or(b.as_str(), |(name, _)| name));
+            staged.bits_sha256.as_deref() == app.bits.as_ref().map(|b| b.sha256.as_str())
+                && staged.buildpacks_named != s.buildpacks.is_empty()
+                && (!staged.buildpacks_named || names.eq(s.buildpacks.iter().map(String::as_str)))
+        }
+    }
 }
 
-/// Whether a staging of exactly these inputs is already under way.
-pub fn staging_under_way(app: &App, inputs: &StagingInputs) -> bool {
+/// Whether the app must be staged before it can run: no droplet, or one staged from other
+/// sources than the app asks for now.
+pub fn needs_staging(app: &App) -> bool {
+    app.droplet
+        .as_ref()
+        .is_none_or(|d| !staged_as_asked(&d.staged_from, app))
+}
+
+/// Whether an unfinished staging of what the app asks for now is under way.
+pub fn staging_under_way(app: &App) -> bool {
     app.staging
         .as_ref()
-        .is_some_and(|s| !s.state.is_done() && &s.inputs == inputs)
+        .is_some_and(|s| !s.state.is_done() && staged_as_asked(&s.inputs, app))
 }
 
 /// The staging task's guid for the app's `n`th droplet.
@@ -115,29 +145,146 @@ fn task_guid(app_guid: &str, n: u64) -> String {
     format!("staging-{app_guid}-{n}")
 }
 
-/// Desires the staging Task for `inputs` and records it as PENDING.
-pub async fn begin(state: &State, app_name: &str, inputs: StagingInputs) -> ApiResult<()> {
+/// What [`begin`] did.
+#[derive(Debug)]
+pub enum Begun {
+    /// A staging was recorded (PENDING) and its task desired.
+    Staging(App),
+    /// A staging of the same sources was already under way: nothing new.
+    UnderWay(App),
+    /// The droplet is current after all (a staging finished meanwhile): nothing to stage.
+    Current,
+}
+
+/// What a staging task is built from, taken in the write that records the staging.
+struct Snapshot {
+    app: App,
+    buildpacks: Vec<Buildpack>,
+    /// The unfinished staging this one replaces.
+    replaced: Option<String>,
+}
+
+/// Stages the app, unless a staging of the same sources is under way: the droplet number,
+/// the PENDING record and what the task is built from (bits, settings, buildpacks) are all
+/// decided in one write, so concurrent starts never share a task or a droplet. A replaced
+/// unfinished staging's task is cancelled.
+pub async fn begin(state: &State, app_name: &str) -> ApiResult<Begun> {
     let Some(app) = state.db.app(app_name).await? else {
         return Err(ApiError::app_not_found(app_name));
     };
-    let kind = inputs.lifecycle;
-    state.lifecycles.publish(kind, &state.blobs).await?;
-    let n = app.droplet_counter + 1;
-    let guid = task_guid(&app.guid, n);
+    state
+        .lifecycles
+        .publish(app.settings.lifecycle, &state.blobs)
+        .await?;
     let all = state.db.buildpacks().await?;
-    let buildpacks = match kind {
-        LifecycleKind::Buildpack => resolve_buildpacks(&app.settings.buildpacks, &all)?
-            .into_iter()
-            .map(|b| StagingBuildpack {
-                name: b.name.clone(),
-                key: b.name.clone(),
-                url: state.blobs.url(&b.key),
-                skip_detect: !app.settings.buildpacks.is_empty(),
-            })
-            .collect(),
-        LifecycleKind::Docker => Vec::new(),
+    let shas = [LifecycleKind::Buildpack, LifecycleKind::Docker]
+        .map(|k| (k, state.lifecycles.sha256(k).to_owned()));
+    let guid = app.guid.clone();
+    let name = app.name.clone();
+    let decided = state
+        .db
+        .update_app(app_name, move |current| {
+            let mut app = current
+                .filter(|a| a.guid == guid)
+                .ok_or_else(|| ApiError::app_not_found(&name))?;
+            if staging_under_way(&app) {
+                return Ok((AppWrite::Keep, Err(Begun::UnderWay(app))));
+            }
+            if !needs_staging(&app) {
+                return Ok((AppWrite::Keep, Err(Begun::Current)));
+            }
+            let kind = app.settings.lifecycle;
+            let sha = shas
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, sha)| sha.as_str())
+                .unwrap_or_default();
+            let inputs = inputs(&app, sha, &all)?;
+            let buildpacks: Vec<Buildpack> = match kind {
+                LifecycleKind::Buildpack => resolve_buildpacks(&app.settings.buildpacks, &all)?
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+                LifecycleKind::Docker => Vec::new(),
+            };
+            let replaced = app
+                .staging
+                .as_ref()
+                .filter(|s| !s.state.is_done())
+                .map(|s| s.task_guid.clone());
+            let n = app.droplet_counter + 1;
+            app.droplet_counter = n;
+            app.staging = Some(StagingRecord {
+                task_guid: task_guid(&app.guid, n),
+                state: StagingState::Pending,
+                error: None,
+                droplet_number: n,
+                inputs,
+                started_at: now_ns(),
+            });
+            app.updated_at = now_ns();
+            let snapshot = Snapshot {
+                app: app.clone(),
+                buildpacks,
+                replaced,
+            };
+            Ok((AppWrite::Put(app), Ok(snapshot)))
+        })
+        .await?;
+    let snapshot = match decided {
+        Ok(snapshot) => snapshot,
+        Err(begun) => return Ok(begun),
     };
+    let app = &snapshot.app;
+    let Some(record) = app.staging.clone() else {
+        return Err(ApiError::internal("a recorded staging has no record"));
+    };
+    let kind = record.inputs.lifecycle;
+    // A concurrent change of lifecycle: the one recorded is the one to publish.
+    state.lifecycles.publish(kind, &state.blobs).await?;
+    if let Some(old) = &snapshot.replaced {
+        // Its completion no longer matches the record, so it is ignored; this frees its cell.
+        if let Err(e) = state.bbs.cancel_task(old).await {
+            tracing::debug!(task_guid = %old, error = %e, "cannot cancel a replaced staging");
+        }
+    }
+    let guid = record.task_guid.clone();
+    let request = DesireTaskRequest {
+        task_definition: definition(state, app, &snapshot.buildpacks, &record),
+        task_guid: guid.clone(),
+        domain: STAGING_DOMAIN.to_owned(),
+    };
+    if let Err(e) = state.bbs.desire_task(&request).await {
+        // The record is this call's own (its droplet number was allocated above), so failing
+        // it cannot touch another start's staging.
+        let message = format!("cannot desire the staging task: {e}");
+        fail(state, &app.guid, &guid, &message).await?;
+        let mut error = ApiError::from(e);
+        error.message = message;
+        return Err(error);
+    }
+    let n = record.droplet_number;
+    state
+        .event(
+            &app.guid,
+            "staging",
+            format!("Staging app {} (droplet {n})", app.name),
+        )
+        .await;
+    Ok(Begun::Staging(app.clone()))
+}
+
+/// The staging Task of `record` for `app` as it was when the staging was recorded.
+fn definition(
+    state: &State,
+    app: &App,
+    buildpacks: &[Buildpack],
+    record: &StagingRecord,
+) -> TaskDefinition {
+    let kind = record.inputs.lifecycle;
+    let n = record.droplet_number;
     let is_docker = kind == LifecycleKind::Docker;
+    let named = record.inputs.buildpacks_named;
     let cache_url = if is_docker {
         String::new()
     } else {
@@ -145,8 +292,8 @@ pub async fn begin(state: &State, app_name: &str, inputs: StagingInputs) -> ApiR
     };
     let staging = LifecycleStaging {
         lifecycle_url: state.blobs.url(&state.lifecycles.key(kind)),
-        lifecycle_sha256: state.lifecycles.sha256(kind).to_owned(),
-        stack: app.settings.stack.clone(),
+        lifecycle_sha256: record.inputs.lifecycle_sha256.clone(),
+        stack: record.inputs.stack.clone(),
         app_bits_url: match (&app.bits, is_docker) {
             (Some(bits), false) => state.blobs.url(&bits.key),
             _ => String::new(),
@@ -159,13 +306,21 @@ pub async fn begin(state: &State, app_name: &str, inputs: StagingInputs) -> ApiR
         // the cache is downloaded before (a missing one is no failure) and uploaded after
         build_cache_download_url: cache_url.clone(),
         build_cache_upload_url: cache_url,
-        buildpacks,
-        docker_image: inputs.docker_image.clone().unwrap_or_default(),
+        buildpacks: buildpacks
+            .iter()
+            .map(|b| StagingBuildpack {
+                name: b.name.clone(),
+                key: b.name.clone(),
+                url: state.blobs.url(&b.key),
+                skip_detect: named,
+            })
+            .collect(),
+        docker_image: record.inputs.docker_image.clone().unwrap_or_default(),
         timeout_ms: state.config.staging_timeout.as_millis() as u64,
         ..LifecycleStaging::default()
     };
-    let definition = TaskDefinition {
-        rootfs: format!("preloaded:{}", app.settings.stack),
+    TaskDefinition {
+        rootfs: format!("preloaded:{}", record.inputs.stack),
         env: app
             .settings
             .env
@@ -177,57 +332,18 @@ pub async fn begin(state: &State, app_name: &str, inputs: StagingInputs) -> ApiR
         log_guid: app.guid.clone(),
         log_source: "STG".to_owned(),
         completion_callback_url: format!(
-            "{}/v1/internal/staging/{guid}/completed",
-            state.config.api_url
+            "{}/v1/internal/staging/{}/completed",
+            state.config.api_url, record.task_guid
         ),
         annotation: app.guid.clone(),
         lifecycle_staging: Some(staging),
         ..TaskDefinition::default()
-    };
-    let record = StagingRecord {
-        task_guid: guid.clone(),
-        state: StagingState::Pending,
-        error: None,
-        droplet_number: n,
-        inputs,
-        started_at: now_ns(),
-    };
-    // Recorded before the task exists, so a completion racing this call finds it.
-    state
-        .db
-        .update_app(app_name, {
-            let name = app.name.clone();
-            move |current| {
-                let mut app = current.ok_or_else(|| ApiError::app_not_found(&name))?;
-                app.droplet_counter = n;
-                app.staging = Some(record);
-                app.updated_at = now_ns();
-                Ok((AppWrite::Put(app), ()))
-            }
-        })
-        .await?;
-    let request = DesireTaskRequest {
-        task_definition: definition,
-        task_guid: guid.clone(),
-        domain: STAGING_DOMAIN.to_owned(),
-    };
-    if let Err(e) = state.bbs.desire_task(&request).await {
-        let message = format!("cannot desire the staging task: {e}");
-        fail(state, &app.guid, &guid, &message).await?;
-        return Err(ApiError::upstream("bbs_error", message));
     }
-    state
-        .event(
-            &app.guid,
-            "staging",
-            format!("Staging app {} (droplet {n})", app.name),
-        )
-        .await;
-    Ok(())
 }
-
-/// Applies a completed staging task: on success the droplet is recorded (and deployed if the
-/// app is STARTED); on failure the error shows in the app's staging record and events.
+/// Applies a completed staging task: on success the droplet is recorded and, if the app is
+/// STARTED, its deployment is recorded in the same write (so no reader sees the new droplet
+/// with the old deployment as the latest) and then run; on failure the error shows in the
+/// app's staging record and events.
 pub async fn complete(
     state: &Arc<State>,
     task_guid: &str,
@@ -273,6 +389,8 @@ pub async fn complete(
         created_at: now_ns(),
     };
     let guid = task_guid.to_owned();
+    // Taken before the write that may record a deployment (see `Deployments::reserve`).
+    let reservation = crate::deploy::Deployments::reserve(state, &app.name);
     let applied = state
         .db
         .update_app(&app.name, move |current| {
@@ -286,13 +404,17 @@ pub async fn complete(
                 }
                 _ => return Ok((AppWrite::Keep, None)),
             }
-            let old = app.droplet.replace(droplet);
+            app.droplet = Some(droplet);
             app.updated_at = now_ns();
-            let started = app.state == DesiredState::Started;
-            Ok((AppWrite::Put(app), Some((old, started))))
+            let deploy_to = if app.state == DesiredState::Started {
+                crate::deploy::record(&mut app)
+            } else {
+                None
+            };
+            Ok((AppWrite::Put(app), Some(deploy_to)))
         })
         .await?;
-    let Some((old, started)) = applied else {
+    let Some(deploy_to) = applied else {
         return Ok(());
     };
     state
@@ -302,13 +424,10 @@ pub async fn complete(
             format!("Staging of droplet {n} succeeded"),
         )
         .await;
-    if let Some(old) = old.filter(|o| !o.key.is_empty()) {
-        // Running instances may still download the old droplet until they are replaced;
-        // a deployment keeps it for them, and the next staging or delete cleans it up.
-        tracing::debug!(key = %old.key, "previous droplet superseded");
-    }
-    if started {
-        crate::deploy::start(state.clone(), &app.name);
+    match deploy_to {
+        Some(to) => reservation.spawn(to),
+        // Stopped: no version runs the new droplet; the previous one is unused now.
+        None => crate::deploy::prune_droplets(state, &app.name).await,
     }
     Ok(())
 }
@@ -333,20 +452,26 @@ pub async fn fail(state: &State, app_guid: &str, task_guid: &str, reason: &str) 
         .db
         .update_app(&app.name, move |current| {
             let Some(mut app) = current else {
-                return Ok((AppWrite::Keep, false));
+                return Ok((AppWrite::Keep, None));
             };
-            match &mut app.staging {
+            let number = match &mut app.staging {
                 Some(s) if s.task_guid == guid && !s.state.is_done() => {
                     s.state = StagingState::Failed;
                     s.error = Some(error);
+                    s.droplet_number
                 }
-                _ => return Ok((AppWrite::Keep, false)),
-            }
+                _ => return Ok((AppWrite::Keep, None)),
+            };
             app.updated_at = now_ns();
-            Ok((AppWrite::Put(app), true))
+            Ok((AppWrite::Put(app), Some(number)))
         })
         .await?;
-    if changed {
+    if let Some(number) = changed {
+        // Whatever the failed staging uploaded is no droplet anyone runs.
+        let key = droplet_key(app_guid, number);
+        if let Err(e) = state.blobs.delete(&key).await {
+            tracing::warn!(%key, error = %e, "cannot delete a failed staging's droplet");
+        }
         state
             .event(
                 app_guid,

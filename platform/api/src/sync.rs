@@ -2,14 +2,15 @@
 //! BBS's events.
 //!
 //! The bulk pass, every `sync_interval` and on start: the `apps` domain is kept fresh; a
-//! STARTED app whose current process guid has no DesiredLRP gets it desired again; a
+//! STARTED app whose current process guid has no DesiredLRP gets it desired again (as that
+//! version was launched), or its instance count set when it differs from the app's; a
 //! DesiredLRP in the domain that no app claims is removed; unfinished stagings are polled.
 //! Apps with a deployment under way are left to it.
 //!
 //! The event follower turns `actual_lrp_crashed` into app events, applies completed staging
 //! tasks, and wakes the bulk pass when a claimed DesiredLRP is removed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +19,10 @@ use diego_model::requests::DesiredLrpsRequest;
 use diego_model::{Event, TaskState};
 use tokio_util::sync::CancellationToken;
 
-use crate::deploy::remove_lrp;
+use crate::deploy::{remove_lrp, set_instances};
 use crate::error::ApiResult;
 use crate::launcher::{app_guid_of, desired_lrp};
-use crate::model::{DesiredState, LifecycleKind};
+use crate::model::{App, DeploymentState, DesiredState, LifecycleKind};
 use crate::state::State;
 use crate::{APPS_DOMAIN, STAGING_DOMAIN, staging};
 
@@ -32,13 +33,15 @@ pub struct SyncReport {
     pub desired: Vec<String>,
     /// Orphaned process guids removed.
     pub removed: Vec<String>,
+    /// Process guids whose instance count was set to the app's.
+    pub scaled: Vec<String>,
 }
 
 pub async fn bulk_pass(state: &Arc<State>) -> ApiResult<SyncReport> {
     let ttl = (state.config.sync_interval.as_secs() * 3).clamp(60, u64::from(u32::MAX)) as u32;
     state.bbs.upsert_domain(APPS_DOMAIN, ttl).await?;
     let apps = state.db.apps().await?;
-    let lrps: BTreeSet<String> = state
+    let lrps: BTreeMap<String, i32> = state
         .bbs
         .desired_lrps(&DesiredLrpsRequest {
             domain: APPS_DOMAIN.to_owned(),
@@ -46,7 +49,7 @@ pub async fn bulk_pass(state: &Arc<State>) -> ApiResult<SyncReport> {
         })
         .await?
         .into_iter()
-        .map(|l| l.process_guid)
+        .map(|l| (l.process_guid, l.instances))
         .collect();
     let mut report = SyncReport::default();
     let mut claimed = BTreeSet::new();
@@ -61,27 +64,21 @@ pub async fn bulk_pass(state: &Arc<State>) -> ApiResult<SyncReport> {
         let Some(pg) = &app.process_guid else {
             continue;
         };
-        if lrps.contains(pg) {
-            continue;
-        }
-        match desired_lrp(state, app, pg, app.settings.instances).await {
-            Ok(lrp) => match state.bbs.desire_lrp(&lrp).await {
-                Ok(()) => {
-                    tracing::info!(app = %app.name, process_guid = %pg, "desired LRP was missing; desired again");
-                    state
-                        .event(
-                            &app.guid,
-                            "resync",
-                            format!("{pg} was missing from the BBS; desired it again"),
-                        )
-                        .await;
-                    report.desired.push(pg.clone());
+        match lrps.get(pg) {
+            Some(&n) if u32::try_from(n).ok() == Some(app.settings.instances) => {}
+            Some(_) => {
+                // Re-read: a scale or a deployment since the listing knows better.
+                if let Some(app) = still_serving(state, &app.name, pg).await? {
+                    tracing::info!(app = %app.name, process_guid = %pg, instances = app.settings.instances, "correcting the instance count");
+                    set_instances(state, pg, app.settings.instances).await;
+                    report.scaled.push(pg.clone());
                 }
-                Err(e) => {
-                    tracing::warn!(process_guid = %pg, error = %e, "cannot desire a missing LRP")
+            }
+            None => {
+                if let Some(app) = still_serving(state, &app.name, pg).await? {
+                    desire_missing(state, &app, pg, &mut report).await;
                 }
-            },
-            Err(e) => tracing::warn!(process_guid = %pg, error = %e, "cannot build a missing LRP"),
+            }
         }
     }
     // Claims are read again: an app created or deployed since the listing is not an orphan.
@@ -93,7 +90,7 @@ pub async fn bulk_pass(state: &Arc<State>) -> ApiResult<SyncReport> {
         .flat_map(|a| a.claimed_process_guids())
         .collect();
     for pg in lrps
-        .iter()
+        .keys()
         .filter(|pg| !claimed.contains(*pg) && !fresh.contains(*pg))
     {
         let deploying = app_guid_of(pg).is_some_and(|guid| {
@@ -108,6 +105,47 @@ pub async fn bulk_pass(state: &Arc<State>) -> ApiResult<SyncReport> {
         report.removed.push(pg.clone());
     }
     Ok(report)
+}
+
+/// The app `name` as it is now, if it is still STARTED, served by `process_guid`, with no
+/// deployment under way: only then may the bulk pass act on its version.
+async fn still_serving(state: &State, name: &str, process_guid: &str) -> ApiResult<Option<App>> {
+    Ok(state.db.app(name).await?.filter(|app| {
+        app.state == DesiredState::Started
+            && app.process_guid.as_deref() == Some(process_guid)
+            && !state.deployments.is_active(name)
+            && app
+                .deployment
+                .as_ref()
+                .is_none_or(|d| d.state != DeploymentState::Deploying || d.to == process_guid)
+    }))
+}
+
+/// Desires the app's missing version again, as it was launched.
+async fn desire_missing(state: &State, app: &App, pg: &str, report: &mut SyncReport) {
+    let launched = match &app.process_launch {
+        Some(launch) => launch.applied_to(app),
+        None => app.clone(),
+    };
+    match desired_lrp(state, &launched, pg, app.settings.instances).await {
+        Ok(lrp) => match state.bbs.desire_lrp(&lrp).await {
+            Ok(()) => {
+                tracing::info!(app = %app.name, process_guid = %pg, "desired LRP was missing; desired again");
+                state
+                    .event(
+                        &app.guid,
+                        "resync",
+                        format!("{pg} was missing from the BBS; desired it again"),
+                    )
+                    .await;
+                report.desired.push(pg.to_owned());
+            }
+            Err(e) => {
+                tracing::warn!(process_guid = %pg, error = %e, "cannot desire a missing LRP")
+            }
+        },
+        Err(e) => tracing::warn!(process_guid = %pg, error = %e, "cannot build a missing LRP"),
+    }
 }
 
 /// The background loops until `shutdown`.

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 
-use crate::archive::{self, ArchiveKind, Contents};
+use crate::archive::{self, ArchiveKind, ArchiveLimits, Contents};
 use crate::error::{ApiError, ApiResult};
 
 /// Writes the body to a temp file in `tmp_dir`; more than `max_bytes` is a 413.
@@ -59,8 +59,12 @@ impl PreparedZip {
     }
 }
 
-/// Checks the archive at `upload` and converts a tgz to a zip (in `tmp_dir`).
-pub async fn prepare_zip(upload: &Path, tmp_dir: &Path) -> ApiResult<PreparedZip> {
+/// Checks the archive at `upload` (within `limits`) and converts a tgz to a zip (in `tmp_dir`).
+pub async fn prepare_zip(
+    upload: &Path,
+    tmp_dir: &Path,
+    limits: ArchiveLimits,
+) -> ApiResult<PreparedZip> {
     let upload = upload.to_owned();
     let tmp_dir = tmp_dir.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -68,15 +72,20 @@ pub async fn prepare_zip(upload: &Path, tmp_dir: &Path) -> ApiResult<PreparedZip
             archive::ArchiveError::Io(e) => {
                 ApiError::internal(format!("cannot convert the archive: {e}"))
             }
+            archive::ArchiveError::TooLarge(m) => ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "archive_too_large",
+                m,
+            ),
             e => ApiError::unprocessable("invalid_archive", e.to_string()),
         };
         let (converted, contents) = match archive::detect(&upload).map_err(bad)? {
-            ArchiveKind::Zip => (None, archive::zip_contents(&upload).map_err(bad)?),
+            ArchiveKind::Zip => (None, archive::zip_contents(&upload, limits).map_err(bad)?),
             ArchiveKind::TarGz => {
                 let out = tempfile::NamedTempFile::new_in(&tmp_dir)
                     .map_err(|e| ApiError::internal(format!("cannot create a temp file: {e}")))?
                     .into_temp_path();
-                let contents = archive::tgz_to_zip(&upload, &out).map_err(bad)?;
+                let contents = archive::tgz_to_zip(&upload, &out, limits).map_err(bad)?;
                 (Some(out), contents)
             }
         };

@@ -2,7 +2,8 @@
 //!
 //! One mutex guards both, so a stream that asks for the recent lines and then follows new ones
 //! sees every line exactly once. Everything is bounded: lines per app, apps (the least recently
-//! written is forgotten), and each stream's queue — a stream that does not keep up is cut off
+//! written is forgotten), the bytes of all recent lines together (the oldest lines of the least
+//! recently written app go first), and each stream's queue — a stream that does not keep up is cut off
 //! rather than allowed to hold memory or slow down writers.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -18,6 +19,7 @@ use crate::envelope::LogEnvelope;
 pub(crate) struct HubLimits {
     pub recent_per_guid: usize,
     pub max_guids: usize,
+    pub max_total_bytes: usize,
     pub stream_buffer: usize,
     pub max_streams: usize,
 }
@@ -57,6 +59,8 @@ struct State {
     /// Write sequence -> guid: the first entry is the least recently written app.
     by_last_write: BTreeMap<u64, String>,
     next_seq: u64,
+    /// What every recent line counts for together (see [`line_bytes`]).
+    total_bytes: usize,
     streams: HashMap<String, Vec<Stream>>,
     stream_count: usize,
     next_stream_id: u64,
@@ -167,10 +171,26 @@ impl Hub {
         }
     }
 
+    /// What the recent lines of every app count for together (see [`line_bytes`]).
+    pub fn recent_bytes(&self) -> usize {
+        self.lock().total_bytes
+    }
+
     /// Live streams open now (for tests and metrics).
     pub fn stream_count(&self) -> usize {
         self.lock().stream_count
     }
+}
+
+/// What one recent line counts for: its strings and a fixed share for the envelope, its
+/// `Arc` and its queue slot.
+pub(crate) fn line_bytes(line: &LogEnvelope) -> usize {
+    const OVERHEAD: usize = 128;
+    OVERHEAD
+        + line.log_guid.len()
+        + line.source_type.len()
+        + line.instance.len()
+        + line.message.len()
 }
 
 impl State {
@@ -182,8 +202,11 @@ impl State {
             self.by_last_write.remove(&previous);
         }
         recent.lines.push_back(Arc::clone(line));
+        self.total_bytes += line_bytes(line);
         while recent.lines.len() > limits.recent_per_guid {
-            recent.lines.pop_front();
+            if let Some(dropped) = recent.lines.pop_front() {
+                self.total_bytes -= line_bytes(&dropped);
+            }
         }
         self.by_last_write.insert(seq, line.log_guid.clone());
         while self.recent.len() > limits.max_guids {
@@ -191,7 +214,41 @@ impl State {
                 break;
             };
             debug!(log_guid = %oldest, "forgetting the recent lines of the least recently written app");
-            self.recent.remove(&oldest);
+            self.forget(&oldest);
+        }
+        self.trim_to(limits.max_total_bytes);
+    }
+
+    /// Drops the oldest lines of the least recently written app until the recent lines fit in
+    /// `max_bytes`; the line just written is kept even if it alone is over.
+    fn trim_to(&mut self, max_bytes: usize) {
+        while self.total_bytes > max_bytes {
+            let Some((&seq, guid)) = self.by_last_write.first_key_value() else {
+                break;
+            };
+            let guid = guid.clone();
+            let Some(recent) = self.recent.get_mut(&guid) else {
+                self.by_last_write.remove(&seq);
+                continue;
+            };
+            let newest_app = seq + 1 == self.next_seq;
+            if newest_app && recent.lines.len() <= 1 {
+                break;
+            }
+            if let Some(dropped) = recent.lines.pop_front() {
+                self.total_bytes -= line_bytes(&dropped);
+            }
+            if recent.lines.is_empty() {
+                self.by_last_write.remove(&seq);
+                self.recent.remove(&guid);
+            }
+        }
+    }
+
+    /// Forgets every recent line of `guid` (its `by_last_write` entry is the caller's).
+    fn forget(&mut self, guid: &str) {
+        if let Some(recent) = self.recent.remove(guid) {
+            self.total_bytes -= recent.lines.iter().map(|l| line_bytes(l)).sum::<usize>();
         }
     }
 
@@ -224,6 +281,7 @@ mod tests {
         HubLimits {
             recent_per_guid: 3,
             max_guids: 2,
+            max_total_bytes: usize::MAX,
             stream_buffer: 2,
             max_streams: 10,
         }
@@ -264,5 +322,27 @@ mod tests {
         assert_eq!(slow.lines.try_recv().unwrap().message, "0");
         assert_eq!(slow.lines.try_recv().unwrap().message, "1");
         assert!(slow.lines.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_byte_budget_drops_the_oldest_lines_of_the_least_recently_written_app_first() {
+        let one = line_bytes(&line("a", 0));
+        let hub = Hub::new(HubLimits {
+            recent_per_guid: 100,
+            max_guids: 100,
+            max_total_bytes: 4 * one,
+            ..limits()
+        });
+        hub.publish((0..3).map(|n| line("a", n)).collect());
+        hub.publish((0..2).map(|n| line("b", n)).collect());
+        // a is the least recently written: its oldest line went.
+        assert_eq!(messages(&hub.recent("a")), ["1", "2"]);
+        assert_eq!(messages(&hub.recent("b")), ["0", "1"]);
+        assert_eq!(hub.recent_bytes(), 4 * one);
+        hub.publish((2..5).map(|n| line("b", n)).collect());
+        // a is forgotten entirely before b loses anything more than it must.
+        assert!(hub.recent("a").is_empty());
+        assert_eq!(messages(&hub.recent("b")), ["1", "2", "3", "4"]);
+        assert!(hub.recent_bytes() <= 4 * one);
     }
 }

@@ -30,6 +30,9 @@ pub struct LogLimits {
     pub recent_per_guid: usize,
     /// Apps whose recent lines are kept; the least recently written is dropped first.
     pub max_guids: usize,
+    /// What all recent lines together may hold (message, names and a fixed share per line);
+    /// over it, the oldest lines of the least recently written app are dropped first.
+    pub max_total_bytes: usize,
     /// Longer messages are cut to this many bytes and marked as truncated.
     pub max_message_bytes: usize,
     /// Lines queued for one live stream; a reader further behind is cut off.
@@ -43,6 +46,7 @@ impl Default for LogLimits {
         LogLimits {
             recent_per_guid: 1_000,
             max_guids: 10_000,
+            max_total_bytes: 256 * 1024 * 1024,
             max_message_bytes: 64 * 1024,
             stream_buffer: 1_000,
             max_streams: 10_000,
@@ -62,6 +66,7 @@ impl LogServer {
         let hub = Hub::new(HubLimits {
             recent_per_guid: limits.recent_per_guid,
             max_guids: limits.max_guids,
+            max_total_bytes: limits.max_total_bytes,
             stream_buffer: limits.stream_buffer,
             max_streams: limits.max_streams,
         });
@@ -99,6 +104,11 @@ impl LogServer {
             .into_iter()
             .map(Arc::unwrap_or_clone)
             .collect()
+    }
+
+    /// What the recent lines of every app count for now (bounded by `max_total_bytes`).
+    pub fn recent_bytes(&self) -> usize {
+        self.hub.recent_bytes()
     }
 
     /// Live streams open now.

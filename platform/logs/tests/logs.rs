@@ -160,6 +160,52 @@ async fn the_recent_cap_drops_the_oldest_and_long_messages_are_truncated() -> Re
 }
 
 #[tokio::test]
+async fn memory_stays_within_the_byte_budget_whatever_is_posted() -> Result<()> {
+    let budget = 256 * 1024;
+    let limits = LogLimits {
+        max_total_bytes: budget,
+        ..LogLimits::default()
+    };
+    let (url, server) = start(limits).await?;
+    let http = reqwest::Client::new();
+    // 40 apps × 50 lines of ~1 KiB: about 2 MiB posted, eight times the budget.
+    for app in 0..40 {
+        let batch: Vec<LogEnvelope> = (0..50)
+            .map(|n| {
+                LogEnvelope::new(
+                    format!("app-{app}"),
+                    "APP/PROC/WEB",
+                    "0",
+                    LogStream::Stdout,
+                    format!("{n:04} {}", "y".repeat(1_000)),
+                )
+            })
+            .collect();
+        let response = http
+            .post(format!("{url}/v1/logs"))
+            .json(&batch)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 204);
+        ensure!(
+            server.recent_bytes() <= budget,
+            "{} bytes kept after app {app}, over the {budget} budget",
+            server.recent_bytes()
+        );
+    }
+    ensure!(
+        server.recent_bytes() > budget / 2,
+        "the budget is used, not wasted"
+    );
+    // The most recently written app keeps its newest lines; the first apps are forgotten.
+    let client = LogClient::new(&url);
+    let newest = client.recent("app-39").await?;
+    assert_eq!(newest.len(), 50);
+    assert!(client.recent("app-0").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn malformed_and_oversized_batches_are_refused_with_a_message() -> Result<()> {
     let (url, _server) = start(LogLimits::default()).await?;
     let http = reqwest::Client::new();

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Pushes `name`, completes its staging and runs its first version's `instances` instances.
-async fn running(p: &Platform, name: &str, instances: u32) -> anyhow::Result<AppView> {
+pub async fn running(p: &Platform, name: &str, instances: u32) -> anyhow::Result<AppView> {
     let app = pushed(p, name).await?;
     p.client
         .scale(
@@ -38,7 +38,7 @@ async fn running(p: &Platform, name: &str, instances: u32) -> anyhow::Result<App
     .await
 }
 
-async fn desired_guids(p: &Platform) -> Vec<String> {
+pub async fn desired_guids(p: &Platform) -> Vec<String> {
     let mut guids: Vec<String> = p
         .bbs()
         .desired_lrps(&DesiredLrpsRequest::default())
@@ -87,13 +87,28 @@ async fn a_rolling_update_keeps_a_running_instance_throughout() -> anyhow::Resul
     let v1 = format!("{}-1", app.guid);
     let v2 = format!("{}-2", app.guid);
     let v1_routes = p.bbs().desired_lrp(&v1).await?.routes;
-    // New settings need new containers: a rolling deployment of version 2.
-    p.client
+    // New settings need new containers: they wait for the next start, which rolls out
+    // version 2 (and says so in its answer).
+    let updated = p
+        .client
         .set_env(
             "rolling",
             &[("COLOR".to_owned(), Some("blue".to_owned()))].into(),
         )
         .await?;
+    assert_eq!(updated.version, 1, "set-env does not redeploy");
+    assert_eq!(
+        updated.deployment.as_ref().unwrap().state,
+        DeploymentState::Deployed
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(desired_guids(&p).await, vec![v1.clone()], "nothing new yet");
+    let started = p.client.start("rolling").await?;
+    let deployment = started.deployment.as_ref().unwrap();
+    assert_eq!(deployment.state, DeploymentState::Deploying);
+    assert_eq!(deployment.to, v2, "the answer names the new version");
+    assert_eq!(deployment.from.as_deref(), Some(v1.as_str()));
+    assert_eq!(started.process_guid.as_deref(), Some(v1.as_str()));
     let max_v2_desired = std::sync::atomic::AtomicUsize::new(0);
     let done = eventually("v2 deployed", Duration::from_secs(20), || {
         let p = &p;

@@ -6,6 +6,7 @@
 mod crud;
 mod deploy;
 mod staging;
+mod update;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
