@@ -6,7 +6,8 @@
 //! random, urandom, tty, pts, shm), read-only /sys and a /tmp tmpfs, pivot_roots into the rootfs,
 //! sets the hostname, reports `ready` on stdout and then only reaps orphans. The shim prints
 //! the host pid of that child (`pid N`) and waits for it, so the server's child (the shim) exits
-//! exactly when the container's pid 1 does. Mounts live only in the container's mount namespace,
+//! exactly when the container's pid 1 does. Meanwhile it starts processes on the server's
+//! request ([`crate::exec_server`]). Mounts live only in the container's mount namespace,
 //! so nothing is left in the host's mount table when the container dies.
 //!
 //! `diego-garden-init exec <json>` (run a process): opens `/proc/<init>/ns/*`, joins the cgroups,
@@ -69,6 +70,10 @@ pub struct InitConfig {
     /// and `work_dir` are then inside it.
     #[serde(default)]
     pub disk: Option<DiskMount>,
+    /// The shim's stdin is a socket on which the server asks it to start processes
+    /// ([`crate::exec_server`]).
+    #[serde(default)]
+    pub exec_channel: bool,
 }
 
 impl InitConfig {
@@ -173,7 +178,7 @@ fn join_cgroups(files: &[PathBuf]) -> R<()> {
     Ok(())
 }
 
-fn exit_code(status: WaitStatus) -> i32 {
+pub(crate) fn exit_code(status: WaitStatus) -> i32 {
     match status {
         WaitStatus::Exited(_, code) => code,
         WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
@@ -268,7 +273,7 @@ fn make_userns(map: &IdMap) -> R<(OwnedFd, Pid)> {
 
 /// Waits for `pid` like [`wait_for`], reaping any other child on the way (the user namespace
 /// holder).
-fn wait_reaping(pid: Pid) -> i32 {
+pub(crate) fn wait_reaping(pid: Pid) -> i32 {
     loop {
         match waitpid(None, None) {
             Ok(s @ (WaitStatus::Exited(p, _) | WaitStatus::Signaled(p, _, _))) if p == pid => {
@@ -373,6 +378,13 @@ fn shim(config_json: &str) -> R<i32> {
         reap_holder();
         return Err(InitError::sys("unshare namespaces")(e));
     }
+    // the new mount namespace, opened while /proc is still the host's: the exec channel's
+    // children join it to stand at the container's root
+    let mnt_ns = if config.exec_channel {
+        fs::File::open("/proc/self/ns/mnt").ok().map(OwnedFd::from)
+    } else {
+        None
+    };
     std::io::stdout().flush().step("flush stdout")?;
     // SAFETY: this process is single-threaded (the init binary never starts threads), so the
     // child may allocate and run arbitrary code after fork.
@@ -382,6 +394,7 @@ fn shim(config_json: &str) -> R<i32> {
     }
     match forked.step("fork container init")? {
         ForkResult::Child => {
+            drop(mnt_ns);
             let setup = pid1_setup(&config, userns.as_ref())
                 .and_then(|()| pid1_lockdown(&config, userns.as_ref()));
             drop(userns);
@@ -403,9 +416,36 @@ fn shim(config_json: &str) -> R<i32> {
         ForkResult::Parent { child } => {
             println!("pid {child}");
             let _ = std::io::stdout().flush();
+            // the exec channel (stdin) moves off fd 0; without a mount namespace descriptor
+            // or when this process cannot be made non-dumpable (its children are visible in
+            // the container before they exec) it is closed, so the server falls back to the
+            // exec helper
+            let channel = match mnt_ns {
+                Some(mnt) if security::set_not_dumpable().is_ok() => {
+                    // SAFETY: fcntl with F_DUPFD_CLOEXEC only duplicates fd 0 (the channel,
+                    // set up by the server) to a new descriptor, which we then own.
+                    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+                    // SAFETY: see above; a negative result is not wrapped.
+                    (fd >= 0).then(|| (unsafe { OwnedFd::from_raw_fd(fd) }, mnt))
+                }
+                _ => None,
+            };
             null_stdio();
-            drop(userns);
-            Ok(wait_reaping(child))
+            match channel {
+                Some((channel, mnt)) => {
+                    let ns = crate::exec_server::Namespaces { mnt, user: userns };
+                    Ok(crate::exec_server::serve(
+                        channel,
+                        child,
+                        &config.runtime,
+                        ns,
+                    ))
+                }
+                None => {
+                    drop(userns);
+                    Ok(wait_reaping(child))
+                }
+            }
         }
     }
 }
@@ -1139,12 +1179,12 @@ pub fn exec_main(spec_json: &str) -> i32 {
 }
 
 /// An exec request inside the container's namespaces, ready to fork.
-struct Entered {
-    spec: ExecConfig,
+pub(crate) struct Entered {
+    pub(crate) spec: ExecConfig,
     /// The container's user namespace, joined by the child after fork.
-    userns: Option<OwnedFd>,
+    pub(crate) userns: Option<OwnedFd>,
     /// The seccomp program, compiled before fork so a failure is reported.
-    filter: seccompiler::BpfProgram,
+    pub(crate) filter: seccompiler::BpfProgram,
 }
 
 /// Joins the container's cgroups and namespaces (all but the user namespace, which the child
@@ -1263,7 +1303,7 @@ fn find_program(prog: &str, env: &[String]) -> R<CString> {
 }
 
 /// Drops to the user and execs; returns only if that failed.
-fn child_exec(entered: &Entered) -> InitError {
+pub(crate) fn child_exec(entered: &Entered) -> InitError {
     let spec = &entered.spec;
     let r: R<std::convert::Infallible> = (|| {
         if let Some(ns) = &entered.userns {
@@ -1479,6 +1519,7 @@ mod tests {
             resolv_conf: Some("nameserver 10.0.0.2\n".into()),
             runtime: runtime(true),
             disk: None,
+            exec_channel: false,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod client;
 pub mod container;
 pub mod disk;
 pub mod error;
+pub mod exec_server;
 pub mod fake;
 pub mod image;
 pub mod init_error;

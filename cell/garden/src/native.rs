@@ -90,6 +90,9 @@ struct Container {
     runtime: oci_spec::runtime::Spec,
     record: Mutex<Record>,
     shim: tokio::sync::Mutex<Option<Child>>,
+    /// The shim's exec channel ([`crate::exec_server`]); `None` for an adopted container,
+    /// whose processes the exec helper starts.
+    exec_channel: Option<std::os::fd::OwnedFd>,
     processes: Mutex<HashMap<String, Arc<ProcessState>>>,
 }
 
@@ -336,6 +339,7 @@ impl NativeBackend {
                         runtime: crate::spec::runtime_spec(&r.spec, &handle),
                         record: Mutex::new(r),
                         shim: tokio::sync::Mutex::new(None),
+                        exec_channel: None,
                         processes: Mutex::new(HashMap::new()),
                     });
                     lock(&self.containers).insert(handle, c);
@@ -456,7 +460,7 @@ impl NativeBackend {
         dir: &Path,
         spec: &ContainerSpec,
         runtime: &oci_spec::runtime::Spec,
-    ) -> Result<(Child, i32)> {
+    ) -> Result<(Child, i32, std::os::fd::OwnedFd)> {
         let cache = self.cfg.depot.join("layers");
         let lower_dirs = match &spec.rootfs {
             // a directory needs only a stat; OCI layers may need unpacking
@@ -501,6 +505,7 @@ impl NativeBackend {
                 .and_then(|_| std::fs::read_to_string("/etc/resolv.conf").ok()),
             runtime: runtime.clone(),
             disk,
+            exec_channel: true,
         };
         let host_dirs: &[&PathBuf] = match &init.disk {
             // upper and work are made by pid 1 once the image is mounted
@@ -521,10 +526,17 @@ impl NativeBackend {
         }
         let init_json =
             serde_json::to_string(&init).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let (channel, shim_end) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| Error::sys("create exec channel", e))?;
         let mut child = tokio::process::Command::new(&self.cfg.init_bin)
             .arg("init")
             .arg(init_json)
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(shim_end))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -583,13 +595,13 @@ impl NativeBackend {
             return Err(e);
         }
         let pid = pid.unwrap_or_default();
-        Ok((child, pid))
+        Ok((child, pid, channel))
     }
 
     async fn create_inner(&self, handle: &str, dir: &Path, spec: ContainerSpec) -> Result<()> {
         self.cgroups.create(handle, &spec.limits)?;
         let runtime = crate::spec::runtime_spec(&spec, handle);
-        let (shim, pid) = self.start_init(handle, dir, &spec, &runtime).await?;
+        let (shim, pid, channel) = self.start_init(handle, dir, &spec, &runtime).await?;
         let init_start = start_time(pid).unwrap_or_default();
         let container = Arc::new(Container {
             dir: dir.to_path_buf(),
@@ -604,6 +616,7 @@ impl NativeBackend {
                 ports: Vec::new(),
             }),
             shim: tokio::sync::Mutex::new(Some(shim)),
+            exec_channel: Some(channel),
             processes: Mutex::new(HashMap::new()),
         });
         lock(&self.containers).insert(handle.to_string(), container.clone());
@@ -794,7 +807,23 @@ impl Backend for NativeBackend {
             capabilities,
             seccomp,
         };
-        let state = process::spawn(&self.cfg.init_bin, handle, &exec, spec.stdin.clone()).await?;
+        // a tty needs the helper's pump; anything else the shim starts when it can
+        let shim_started = match (&c.exec_channel, spec.tty) {
+            (Some(channel), false) => {
+                let request = crate::exec_server::ExecRequest {
+                    argv: exec.argv.clone(),
+                    env: exec.env.clone(),
+                    dir: exec.dir.clone(),
+                    user: exec.user.clone(),
+                };
+                process::spawn_in_shim(channel, handle, &request, spec.stdin.clone()).await?
+            }
+            _ => None,
+        };
+        let state = match shim_started {
+            Some(state) => state,
+            None => process::spawn(&self.cfg.init_bin, handle, &exec, spec.stdin.clone()).await?,
+        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut processes = lock(&c.processes);
         prune_exited(&mut processes);
