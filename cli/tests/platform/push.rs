@@ -343,3 +343,96 @@ fn push_buildpack_and_docker_apps_through_the_router() {
     .unwrap();
     assert_eq!(veth_count(), veths_before, "a veth was left behind");
 }
+
+/// The same parts as separate processes, as an operator runs them on several machines:
+/// `diego bbs`, `diego brain`, `diego cell`, `diego api` and `diego router`, each its own
+/// process, talking HTTP; a Docker app pushed through them answers through the router, and
+/// its logs carry the cell's and the router's lines.
+#[test]
+fn push_through_separate_roles() {
+    let _serial = super::serial();
+    if !diego_testkit::root::root_or_skip("push_through_separate_roles") {
+        return;
+    }
+    diego_testkit::registry_tools().unwrap();
+    let registry = Registry::start().unwrap();
+    push_test_image(&registry, "web", "v1", &docker_app_image()).unwrap();
+    let api_port = diego_testkit::free_port();
+    let router_port = diego_testkit::free_port();
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    // Staging tasks run on the stack, as Diego's do, Docker ones included.
+    let Some(stack) = diego_testkit::root::stack_rootfs("push_through_separate_roles") else {
+        return;
+    };
+    let mut p = super::platform("push_through_separate_roles", 1, |c| {
+        c.rootfs.push(("cflinuxfs4".into(), stack));
+        c.cell_args = vec!["--logs-url".into(), api_url.clone()];
+    })
+    .unwrap();
+    assert_eq!(p.start_api(api_port, router_port).unwrap(), api_url);
+    let admin = p.start_router(router_port, &api_url).unwrap();
+
+    let diego = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_diego"))
+            .args([
+                "--log",
+                "warn",
+                "--bbs-url",
+                p.bbs_url(),
+                "--api-url",
+                &api_url,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "diego {} failed: {}{}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            p.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let image = format!("{}/web:v1", registry.host());
+    let pushed: Value = serde_json::from_str(&diego(&[
+        "push",
+        "apart",
+        "--docker-image",
+        &image,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        pushed["url"].as_str(),
+        Some(format!("http://apart.localhost:{router_port}").as_str())
+    );
+    let router = format!("http://127.0.0.1:{router_port}/");
+    p.wait_for(
+        "the app through the router",
+        Duration::from_secs(30),
+        |_| {
+            let (status, body) =
+                diego_testkit::dev::http(&router, "GET", Some("apart.localhost"), "")?;
+            Ok(status == 200 && body.contains("hello from a docker app"))
+        },
+    )
+    .unwrap();
+    p.wait_for(
+        "cell and router lines in the app's logs",
+        Duration::from_secs(20),
+        |_| {
+            let logs = diego(&["logs", "apart", "--recent"]);
+            Ok(logs.contains("[CELL/0]") && logs.contains("[RTR/0]"))
+        },
+    )
+    .unwrap();
+    diego(&["delete", "apart", "-f"]);
+    p.wait_for("the route gone", Duration::from_secs(30), |_| {
+        let (_, routes) = diego_testkit::dev::http(&format!("{admin}/v1/routes"), "GET", None, "")?;
+        Ok(!routes.contains("apart.localhost"))
+    })
+    .unwrap();
+}

@@ -159,6 +159,8 @@ pub struct Platform {
     pub bbs: Proc,
     pub brains: Vec<Proc>,
     pub cells: Vec<Proc>,
+    /// `diego api` and `diego router`, when started.
+    pub services: Vec<Proc>,
     pub config: PlatformConfig,
     /// A prefix that makes this platform's cell ids unique on the machine.
     pub prefix: String,
@@ -198,6 +200,7 @@ impl Platform {
             bbs,
             brains: Vec::new(),
             cells: Vec::new(),
+            services: Vec::new(),
             config: config.clone(),
             prefix,
             dir,
@@ -314,6 +317,56 @@ impl Platform {
         self.wait_http(&format!("{url}/v1/policy"), "GET", &format!("brain-{i}"))
     }
 
+    /// Starts `diego api` (the apps API with the blob store and the log server) on `port`,
+    /// naming `router_port` in apps' URLs; its URL.
+    pub fn start_api(&mut self, port: u16, router_port: u16) -> Result<String> {
+        let url = format!("http://127.0.0.1:{port}");
+        let args: Vec<String> = vec![
+            "--log".into(),
+            "info".into(),
+            "--bbs-url".into(),
+            self.bbs.url.clone(),
+            "api".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            self.dir.path().join("api").display().to_string(),
+            "--router-port".into(),
+            router_port.to_string(),
+            "--sync-interval".into(),
+            "5s".into(),
+        ];
+        let log = self.dir.path().join("api.log");
+        let proc = Proc::spawn(&self.diego, "api", url.clone(), &args, log)?;
+        self.services.push(proc);
+        self.wait_http(&format!("{url}/v1/info"), "GET", "diego api")?;
+        Ok(url)
+    }
+
+    /// Starts `diego router` proxying on `proxy_port`, its access logs to `logs_url`; the URL
+    /// of its registration API.
+    pub fn start_router(&mut self, proxy_port: u16, logs_url: &str) -> Result<String> {
+        let admin = format!("http://127.0.0.1:{}", free_port());
+        let args: Vec<String> = vec![
+            "--log".into(),
+            "info".into(),
+            "--bbs-url".into(),
+            self.bbs.url.clone(),
+            "router".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{proxy_port}"),
+            "--admin-listen".into(),
+            admin.trim_start_matches("http://").to_string(),
+            "--logs-url".into(),
+            logs_url.to_string(),
+        ];
+        let log = self.dir.path().join("router.log");
+        let proc = Proc::spawn(&self.diego, "router", admin.clone(), &args, log)?;
+        self.services.push(proc);
+        self.wait_http(&format!("{admin}/v1/routes"), "GET", "diego router")?;
+        Ok(admin)
+    }
+
     /// Runs a `diego` command against this platform's BBS.
     pub fn diego(&self, args: &[&str]) -> Result<Output> {
         Command::new(&self.diego)
@@ -399,6 +452,7 @@ impl Platform {
         for p in std::iter::once(&self.bbs)
             .chain(&self.brains)
             .chain(&self.cells)
+            .chain(&self.services)
         {
             out.push_str(&format!("---- {} ----\n{}\n", p.name, p.log_tail()));
         }
