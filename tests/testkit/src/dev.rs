@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -202,19 +202,12 @@ impl DevPlatform {
         timeout: Duration,
         mut check: impl FnMut(&DevPlatform) -> Result<bool>,
     ) -> Result<Duration> {
-        let start = Instant::now();
-        let mut last_error = String::new();
-        while start.elapsed() < timeout {
-            match check(self) {
-                Ok(true) => return Ok(start.elapsed()),
-                Ok(false) => {}
-                Err(e) => last_error = format!("{e:#}"),
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        bail!(
-            "timed out after {timeout:?} waiting for {what} (last error: {last_error})\n{}",
-            self.log_tail()
+        crate::poll_until(
+            what,
+            timeout,
+            Duration::from_millis(250),
+            || check(self),
+            || self.log_tail(),
         )
     }
 

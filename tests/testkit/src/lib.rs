@@ -27,3 +27,28 @@ pub use registry::{
 
 /// What every helper here returns.
 pub type Result<T, E = anyhow::Error> = std::result::Result<T, E>;
+
+/// Polls `check` every `every` until it is true or `timeout` passes: how long it took, or an
+/// error naming `what`, the last error `check` returned, and `context()` (the logs to read).
+pub fn poll_until(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> Result<bool>,
+    context: impl FnOnce() -> String,
+) -> Result<std::time::Duration> {
+    let start = std::time::Instant::now();
+    let mut last_error = String::new();
+    while start.elapsed() < timeout {
+        match check() {
+            Ok(true) => return Ok(start.elapsed()),
+            Ok(false) => {}
+            Err(e) => last_error = format!("{e:#}"),
+        }
+        std::thread::sleep(every);
+    }
+    anyhow::bail!(
+        "timed out after {timeout:?} waiting for {what} (last error: {last_error})\n{}",
+        context()
+    )
+}

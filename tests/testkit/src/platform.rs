@@ -430,19 +430,12 @@ impl Platform {
         timeout: Duration,
         mut check: impl FnMut(&Platform) -> Result<bool>,
     ) -> Result<Duration> {
-        let start = Instant::now();
-        let mut last_error = String::new();
-        while start.elapsed() < timeout {
-            match check(self) {
-                Ok(true) => return Ok(start.elapsed()),
-                Ok(false) => {}
-                Err(e) => last_error = format!("{e:#}"),
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        bail!(
-            "timed out after {timeout:?} waiting for {what} (last error: {last_error})\n{}",
-            self.logs()
+        crate::poll_until(
+            what,
+            timeout,
+            Duration::from_millis(200),
+            || check(self),
+            || self.logs(),
         )
     }
 
