@@ -536,6 +536,9 @@ impl NativeBackend {
         let mut child = tokio::process::Command::new(&self.cfg.init_bin)
             .arg("init")
             .arg(init_json)
+            // Its own process group: a Ctrl-C at the terminal that runs the server (e.g.
+            // `diego dev`) must not kill every container's shim before the server stops them.
+            .process_group(0)
             .stdin(Stdio::from(shim_end))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -99,6 +99,8 @@ pub async fn spawn(
     let mut cmd = tokio::process::Command::new(init_bin);
     cmd.arg("exec")
         .arg(json)
+        // not in the server's process group: a terminal's Ctrl-C is the server's to handle
+        .process_group(0)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

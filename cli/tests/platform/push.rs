@@ -288,7 +288,7 @@ fn push_buildpack_and_docker_apps_through_the_router() {
     );
     assert_eq!(running_instances(&dev, "web"), 3);
 
-    // ---- restart diego dev: the apps answer again ----
+    // ---- restart diego dev (Ctrl-C, as at its terminal): the apps answer again ----
     dev.restart().unwrap();
     for host in ["web.localhost", "dockerweb.localhost"] {
         dev.wait_for(
@@ -297,6 +297,18 @@ fn push_buildpack_and_docker_apps_through_the_router() {
             |d| Ok(d.get(host, "/")?.0 == 200),
         )
         .unwrap();
+    }
+
+    // a stop is no crash: the instances were stopped, not killed under the platform
+    dev.wait_for(
+        "web at 3 running after the restart",
+        Duration::from_secs(60),
+        |d| Ok(running_instances(d, "web") == 3),
+    )
+    .unwrap();
+    let view = app(&dev, "web");
+    for i in view["instances"].as_array().unwrap() {
+        assert_eq!(i["crash_count"], 0, "{i}");
     }
 
     // ---- delete: nothing left behind ----

@@ -111,12 +111,13 @@ impl DevPlatform {
         args.extend(self.config.args.iter().cloned());
         let log = self.root.join(format!("dev-{}.log", self.starts));
         self.starts += 1;
-        self.proc = Some(Proc::spawn(
+        self.proc = Some(Proc::spawn_with(
             &self.diego,
             "dev",
             self.api_url.clone(),
             &args,
             log,
+            true,
         )?);
         // The first start may build the stack rootfs (cached after).
         self.wait_for("diego dev's API and cells", Duration::from_secs(300), |d| {
@@ -131,10 +132,11 @@ impl DevPlatform {
         Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
     }
 
-    /// Stops `diego dev` as Ctrl-C would, and waits for it to exit.
+    /// Stops `diego dev` as Ctrl-C at its terminal does (SIGINT to its whole process group),
+    /// and waits for it to exit.
     pub fn stop(&mut self) -> Result<()> {
         if let Some(mut proc) = self.proc.take() {
-            proc.sigterm();
+            proc.interrupt_group();
             proc.wait_exit(Duration::from_secs(30))
                 .context("diego dev did not stop within 30 s of SIGTERM")?;
         }

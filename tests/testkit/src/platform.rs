@@ -37,10 +37,28 @@ impl Proc {
         args: &[String],
         log: PathBuf,
     ) -> Result<Proc> {
+        Self::spawn_with(diego, name, url, args, log, false)
+    }
+
+    /// Like `spawn`; with `own_group` the process leads a process group of its own, so
+    /// [`Proc::interrupt_group`] reaches everything it started, as a terminal's Ctrl-C does.
+    pub(crate) fn spawn_with(
+        diego: &Path,
+        name: &str,
+        url: String,
+        args: &[String],
+        log: PathBuf,
+        own_group: bool,
+    ) -> Result<Proc> {
+        use std::os::unix::process::CommandExt as _;
         let out = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;
-        let child = Command::new(diego)
+        let mut command = Command::new(diego);
+        if own_group {
+            command.process_group(0);
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
@@ -79,6 +97,17 @@ impl Proc {
             // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
             unsafe {
                 libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// SIGINT to its whole process group (see [`Proc::spawn_with`]), as Ctrl-C at a terminal.
+    pub fn interrupt_group(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on the process group our child leads; it is not yet reaped, so
+            // the group id is still ours.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGINT);
             }
         }
     }
