@@ -6,8 +6,8 @@ use diego_apps_api::{AppView, DeploymentState, ScaleRequest};
 use diego_model::requests::DesiredLrpsRequest;
 
 use crate::{
-    Platform, actuals, crash_instance, eventually, finish_staging, pushed, run_instance,
-    run_unclaimed,
+    Platform, actuals, crash_instance, events_with, eventually, finish_staging, pushed,
+    run_instance, run_unclaimed,
 };
 
 /// Pushes `name`, completes its staging and runs its first version's `instances` instances.
@@ -70,13 +70,12 @@ async fn scale_updates_instances_in_place() -> anyhow::Result<()> {
     assert_eq!(p.bbs().desired_lrp(&pg).await?.instances, 3);
     assert_eq!(actuals(p.bbs(), &pg).await.len(), 3);
     assert_eq!(view.version, 1, "instances need no new version");
-    let events = p.client.events("scaled").await?;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "scale" && e.message.contains("3 instances")),
-        "{events:?}"
-    );
+    events_with(
+        &p,
+        "scaled",
+        &[&|e| e.kind == "scale" && e.message.contains("3 instances")],
+    )
+    .await?;
     Ok(())
 }
 
@@ -138,22 +137,22 @@ async fn a_rolling_update_keeps_a_running_instance_throughout() -> anyhow::Resul
     .await?;
     assert_eq!(max_v2_desired.into_inner(), 2);
     assert_eq!(done.version, 2);
-    assert_eq!(
-        desired_guids(&p).await,
-        vec![v2.clone()],
-        "the old version is removed"
-    );
+    // DEPLOYED is written first (the new version serves), the old one is removed right after
+    eventually("the old version removed", Duration::from_secs(10), || {
+        let (p, v2) = (&p, v2.clone());
+        async move { (desired_guids(p).await == vec![v2]).then_some(()) }
+    })
+    .await?;
     let lrp = p.bbs().desired_lrp(&v2).await?;
     assert_eq!(lrp.instances, 2);
     assert!(serde_json::to_string(&lrp.action)?.contains("COLOR"));
     assert_eq!(lrp.routes, v1_routes, "old and new share routes");
-    let events = p.client.events("rolling").await?;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "deployed" && e.message.contains(&v2)),
-        "{events:?}"
-    );
+    events_with(
+        &p,
+        "rolling",
+        &[&|e| e.kind == "deployed" && e.message.contains(&v2)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -188,7 +187,12 @@ async fn a_crashing_new_version_is_removed_and_the_old_keeps_serving() -> anyhow
         "{error}"
     );
     assert_eq!(failed.process_guid.as_deref(), Some(v1.as_str()));
-    assert_eq!(desired_guids(&p).await, vec![v1.clone()], "v2 is removed");
+    // FAILED is written first, the failed version is removed right after
+    eventually("v2 removed", Duration::from_secs(10), || {
+        let (p, v1) = (&p, v1.clone());
+        async move { (desired_guids(p).await == vec![v1]).then_some(()) }
+    })
+    .await?;
     assert_eq!(p.bbs().desired_lrp(&v1).await?.instances, 2);
     let running = actuals(p.bbs(), &v1).await;
     assert!(
@@ -197,18 +201,14 @@ async fn a_crashing_new_version_is_removed_and_the_old_keeps_serving() -> anyhow
             .all(|a| a.state == diego_model::ActualLrpState::Running),
         "{running:?}"
     );
-    let events = p.client.events("flaky").await?;
-    assert!(
-        events.iter().any(|e| e.kind == "deploy_failed"),
-        "{events:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "crash"
-                && e.exit_description.as_deref() == Some("Exited with status 1")),
-        "{events:?}"
-    );
+    events_with(
+        &p,
+        "flaky",
+        &[&|e| e.kind == "deploy_failed", &|e| {
+            e.kind == "crash" && e.exit_description.as_deref() == Some("Exited with status 1")
+        }],
+    )
+    .await?;
     Ok(())
 }
 

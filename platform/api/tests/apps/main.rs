@@ -171,6 +171,27 @@ where
     }
 }
 
+/// The app's events, once every predicate in `wanted` matches one (an event is written right
+/// after the change it tells of, so a test that saw the change may not see it yet).
+pub async fn events_with(
+    p: &Platform,
+    app: &str,
+    wanted: &[&dyn Fn(&diego_apps_api::AppEvent) -> bool],
+) -> Result<Vec<diego_apps_api::AppEvent>> {
+    let found = eventually("the events", Duration::from_secs(10), || async {
+        let events = p.client.events(app).await.ok()?;
+        wanted
+            .iter()
+            .all(|want| events.iter().any(want))
+            .then_some(events)
+    })
+    .await;
+    match found {
+        Ok(events) => Ok(events),
+        Err(e) => Err(e.context(format!("{:?}", p.client.events(app).await))),
+    }
+}
+
 /// Creates `name` with bits and a buildpack, and starts it: staging is under way.
 pub async fn pushed(p: &Platform, name: &str) -> Result<AppView> {
     if p.client.buildpacks().await?.is_empty() {

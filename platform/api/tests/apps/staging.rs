@@ -6,7 +6,7 @@ use diego_apps_api::{AppSettings, DeploymentState, StagingState};
 use diego_model::Action;
 use diego_model::requests::{CompleteTaskRequest, DesiredLrpsRequest, TasksRequest};
 
-use crate::{Platform, eventually, finish_staging, pushed};
+use crate::{Platform, events_with, eventually, finish_staging, pushed};
 
 #[tokio::test]
 async fn start_stages_then_desires_the_droplet() -> anyhow::Result<()> {
@@ -130,11 +130,7 @@ async fn start_stages_then_desires_the_droplet() -> anyhow::Result<()> {
         !view.lifecycle.version.is_empty(),
         "the lifecycle is loaded and named"
     );
-    let events = p.client.events("hello").await?;
-    assert!(
-        events.iter().any(|e| e.kind == "staging_succeeded"),
-        "{events:?}"
-    );
+    events_with(&p, "hello", &[&|e| e.kind == "staging_succeeded"]).await?;
 
     // The instance runs: the first deployment is done.
     crate::run_instance(p.bbs(), &pg, 0).await?;
@@ -176,15 +172,12 @@ async fn a_failed_staging_shows_in_the_view_and_events() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(staging.error.as_deref(), Some("no buildpack detected"));
-    let events = p.client.events("broken").await?;
-    let failed = events
-        .iter()
-        .find(|e| e.kind == "staging_failed")
-        .expect("an event");
-    assert!(
-        failed.message.contains("no buildpack detected"),
-        "{failed:?}"
-    );
+    events_with(
+        &p,
+        "broken",
+        &[&|e| e.kind == "staging_failed" && e.message.contains("no buildpack detected")],
+    )
+    .await?;
     let lrps = p.bbs().desired_lrps(&DesiredLrpsRequest::default()).await?;
     assert!(lrps.is_empty(), "nothing is desired: {lrps:?}");
     Ok(())

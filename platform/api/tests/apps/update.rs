@@ -326,8 +326,10 @@ async fn a_stop_racing_a_deployment_leaves_nothing_desired() -> anyhow::Result<(
     restarted?;
     let stopped = stopped?;
     assert_eq!(stopped.process_guid, None);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(desired_guids(&p).await, Vec::<String>::new());
+    eventually("nothing desired", Duration::from_secs(10), || async {
+        desired_guids(&p).await.is_empty().then_some(())
+    })
+    .await?;
     assert!(p.bbs().desired_lrp(&v2).await.is_err());
     let view = p.client.app("halted").await?;
     assert_eq!(view.state, diego_apps_api::DesiredState::Stopped);
