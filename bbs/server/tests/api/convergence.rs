@@ -737,41 +737,29 @@ async fn converge_refuses_unknown_fields_and_accepts_an_empty_body() {
     assert_eq!(body, ConvergeResponse::default());
 }
 
-/// Scale: a pass over 100,000 instances (100 LRPs of 1,000). Run with `--ignored`; it prints the
-/// timings (a debug build is several times slower than a release one).
+/// Many instances at once: when every instance of several large LRPs has gone stale, one pass
+/// auctions them all, each LRP as one start request of all its indices, in a single post.
+/// (How long passes take at 100,000 instances is a benchmark's question, not a test's.)
 #[tokio::test]
-#[ignore = "scale check, minutes of set-up in a debug build"]
-async fn a_pass_over_100k_instances_takes_seconds() {
+async fn a_pass_over_thousands_of_stale_instances_auctions_them_in_one_post() {
     let auctioneer = fake_auctioneer().await;
     let mut config = config_for(&auctioneer);
-    config.convergence.stale_unclaimed = Duration::from_secs(8);
+    config.convergence.stale_unclaimed = Duration::from_secs(2);
     let bbs = start_bbs_with(config).await;
     let c = &bbs.client;
-    let started = std::time::Instant::now();
-    for i in 0..100 {
+    for i in 0..5 {
         c.desire_lrp(&lrp(&format!("app-{i}"), 1000)).await.unwrap();
     }
-    eprintln!("desired 100,000 instances in {:?}", started.elapsed());
-    let started = std::time::Instant::now();
     let done = c.converge().await.unwrap();
-    eprintln!("an idle pass took {:?}", started.elapsed());
-    assert_eq!(done, ConvergeResponse::default());
-    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(done, ConvergeResponse::default(), "nothing is stale yet");
 
-    // Every instance goes stale: all are auctioned again, 1,000 start requests per post.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     auctioneer.lrps.lock().unwrap().clear();
-    let started = std::time::Instant::now();
     let done = c.converge().await.unwrap();
-    eprintln!(
-        "a pass auctioning 100,000 instances took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(done.lrps_auctioned, 100_000);
+    assert_eq!(done.lrps_auctioned, 5_000);
     assert_eq!(
         auctioneer.lrp_posts().len(),
         1,
-        "100 start requests of 1,000 indices"
+        "5 start requests of 1,000 indices, in one post"
     );
-    assert!(started.elapsed() < Duration::from_secs(60));
 }
