@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use diego_testkit::{DevConfig, DevPlatform, ImageFile, ImageSpec, Registry, push_test_image};
+use diego_testkit::{DevConfig, DevPlatform, ImageSpec, Registry, push_test_image};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -126,17 +126,7 @@ fn main() -> Result<()> {
     );
     diego_testkit::registry_tools()?;
     let registry = Registry::start()?;
-    let image = ImageSpec {
-        layers: vec![vec![ImageFile::new("www/index.html", "hello\n")]],
-        entrypoint: vec!["/bin/httpd".into()],
-        cmd: ["-f", "-p", "8080", "-h", "/www"]
-            .map(String::from)
-            .to_vec(),
-        user: Some("vcap".into()),
-        workdir: Some("/www".into()),
-        exposed_ports: vec!["8080/tcp".into()],
-        ..Default::default()
-    };
+    let image = ImageSpec::httpd("hello\n");
     push_test_image(&registry, "bench", "v1", &image)?;
     let image_ref = format!("{}/bench:v1", registry.host());
 

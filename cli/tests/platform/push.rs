@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use diego_testkit::{DevConfig, DevPlatform, ImageFile, ImageSpec, Registry, push_test_image};
+use diego_testkit::{DevConfig, DevPlatform, ImageSpec, Registry, push_test_image};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -36,18 +36,8 @@ fn python_app(dir: &Path, version: &str) -> PathBuf {
 /// busybox httpd serving a page on 8080 (the image's own command), as vcap.
 fn docker_app_image() -> ImageSpec {
     ImageSpec {
-        layers: vec![vec![ImageFile::new(
-            "www/index.html",
-            "hello from a docker app\n",
-        )]],
-        entrypoint: vec!["/bin/httpd".into()],
-        cmd: ["-f", "-p", "8080", "-h", "/www"]
-            .map(String::from)
-            .to_vec(),
         env: vec!["GREETING=hi from the image".into()],
-        user: Some("vcap".into()),
-        workdir: Some("/www".into()),
-        exposed_ports: vec!["8080/tcp".into()],
+        ..ImageSpec::httpd("hello from a docker app\n")
     }
 }
 

@@ -1,11 +1,12 @@
 //! The scoring as it was before the filter-class and allocation work (commit 5a87cb7), kept
-//! verbatim as an oracle: the optimised `place` must answer exactly as this does.
+//! verbatim as an oracle: the optimised `place` must answer exactly as this does. (The auction
+//! order was not part of that work: both use `crate::auction_order`.)
 
 use std::collections::HashMap;
 
 use crate::{
     Batch, Cell, LOCALITY_OFFSET, Outcome, PlacementError, Resources, Shortfall, StrId, Strategy,
-    Work, WorkKind, matches_placement_tags, matches_rootfs, matches_volume_drivers,
+    Work, WorkKind, auction_order, matches_placement_tags, matches_rootfs, matches_volume_drivers,
 };
 
 const INITIAL_BEST: f64 = 1e20;
@@ -21,35 +22,6 @@ pub(crate) fn place(batch: &Batch, strategy: Strategy) -> Vec<Outcome> {
     out.into_iter()
         .map(|o| o.unwrap_or(Outcome::Failed(PlacementError::NoCells)))
         .collect()
-}
-
-/// Indices of `works` in Diego's auction order.
-fn auction_order(works: &[Work]) -> Vec<usize> {
-    let mut first: Vec<usize> = Vec::new();
-    let mut tasks: Vec<usize> = Vec::new();
-    let mut later: Vec<usize> = Vec::new();
-    for (i, w) in works.iter().enumerate() {
-        match w.kind {
-            WorkKind::Lrp { index: 0, .. } => first.push(i),
-            WorkKind::Lrp { .. } => later.push(i),
-            WorkKind::Task { .. } => tasks.push(i),
-        }
-    }
-    let lrp_index = |i: usize| match works[i].kind {
-        WorkKind::Lrp { index, .. } => index,
-        WorkKind::Task { .. } => 0,
-    };
-    // sort_by is stable: equal keys keep batch order.
-    first.sort_by(|a, b| works[*b].memory_mb.cmp(&works[*a].memory_mb));
-    tasks.sort_by(|a, b| works[*b].memory_mb.cmp(&works[*a].memory_mb));
-    later.sort_by(|a, b| {
-        lrp_index(*a)
-            .cmp(&lrp_index(*b))
-            .then(works[*b].memory_mb.cmp(&works[*a].memory_mb))
-    });
-    first.extend(tasks);
-    first.extend(later);
-    first
 }
 
 /// How far a cell got through the hard filters; the furthest across all cells names the error

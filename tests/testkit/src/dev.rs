@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::platform::Proc;
 use crate::{Result, free_port};
@@ -163,17 +163,7 @@ impl DevPlatform {
 
     /// `diego <args>` that must succeed; its stdout.
     pub fn diego_ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.diego(args)?;
-        if !out.status.success() {
-            bail!(
-                "diego {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::platform::succeeded(args, self.diego(args)?)
     }
 
     /// `GET path` through the router for `host` (e.g. `web.localhost`): status and body.

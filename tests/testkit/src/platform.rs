@@ -407,17 +407,7 @@ impl Platform {
 
     /// Runs a `diego` command that must succeed; its stdout.
     pub fn diego_ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.diego(args)?;
-        if !out.status.success() {
-            bail!(
-                "diego {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        succeeded(args, self.diego(args)?)
     }
 
     /// `diego <args>` parsed as one JSON record per line.
@@ -523,6 +513,20 @@ impl Drop for Platform {
         }
         self.bbs.kill9();
     }
+}
+
+/// The stdout of `diego <args>` that must have succeeded; else an error with its output.
+pub fn succeeded(args: &[&str], out: Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "diego {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A minimal HTTP/1.0 request (no client library: testkit stays blocking and small). Returns

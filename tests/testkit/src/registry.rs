@@ -257,6 +257,25 @@ pub struct ImageSpec {
     pub exposed_ports: Vec<String>,
 }
 
+impl ImageSpec {
+    /// A web app image: busybox `httpd` serving `page` as `/www/index.html` on port 8080 (its
+    /// own entrypoint and command, `8080/tcp` exposed), as `vcap`, in `/www`. Tests set `env`
+    /// or `user` on top.
+    pub fn httpd(page: &str) -> ImageSpec {
+        ImageSpec {
+            layers: vec![vec![ImageFile::new("www/index.html", page)]],
+            entrypoint: vec!["/bin/httpd".into()],
+            cmd: ["-f", "-p", "8080", "-h", "/www"]
+                .map(String::from)
+                .to_vec(),
+            env: Vec::new(),
+            user: Some("vcap".into()),
+            workdir: Some("/www".into()),
+            exposed_ports: vec!["8080/tcp".into()],
+        }
+    }
+}
+
 /// What was pushed.
 #[derive(Debug, Clone)]
 pub struct PushedImage {

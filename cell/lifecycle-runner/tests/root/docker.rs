@@ -14,7 +14,7 @@ use diego_garden::{Backend, ProcessSpec};
 use diego_lifecycle_runner::{
     EXECUTION_METADATA_OPTION, GardenCaps, IMAGE_CONFIG_OPTION, Instance, RunnerError,
 };
-use diego_testkit::{ImageFile, ImageSpec, Registry, push_test_image, registry_tools};
+use diego_testkit::{ImageSpec, Registry, push_test_image, registry_tools};
 use serde_json::{Value, json};
 
 use super::{check_request, env};
@@ -48,22 +48,8 @@ fn docker_lifecycle() -> (LifecyclePlugin, tempfile::TempDir) {
 /// busybox httpd serving /www on 8080, as vcap, in /www.
 fn app_image() -> ImageSpec {
     ImageSpec {
-        layers: vec![vec![ImageFile::new(
-            "www/index.html",
-            "hello from a docker app\n",
-        )]],
-        entrypoint: vec!["/bin/httpd".into()],
-        cmd: vec![
-            "-f".into(),
-            "-p".into(),
-            "8080".into(),
-            "-h".into(),
-            "/www".into(),
-        ],
         env: vec!["GREETING=hi from the image".into(), "PORT=9999".into()],
-        user: Some("vcap".into()),
-        workdir: Some("/www".into()),
-        exposed_ports: vec!["8080/tcp".into()],
+        ..ImageSpec::httpd("hello from a docker app\n")
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use diego_model::{Action, DesiredLrp, LifecycleStaging, StagingResult, TaskDefinition};
 use diego_testkit::root::root_or_skip;
-use diego_testkit::{ImageFile, ImageSpec, Registry, push_test_image, registry_tools};
+use diego_testkit::{ImageSpec, Registry, push_test_image, registry_tools};
 use sha2::{Digest, Sha256};
 
 use crate::harness::{TestCell, component};
@@ -17,22 +17,9 @@ use crate::{http_get, run_lrp, running, tcp_check};
 /// busybox httpd serving /www on 8080.
 fn app_image() -> ImageSpec {
     ImageSpec {
-        layers: vec![vec![ImageFile::new(
-            "www/index.html",
-            "hello from a docker app\n",
-        )]],
-        entrypoint: vec!["/bin/httpd".into()],
-        cmd: vec![
-            "-f".into(),
-            "-p".into(),
-            "8080".into(),
-            "-h".into(),
-            "/www".into(),
-        ],
         env: vec!["GREETING=hi".into()],
         user: None,
-        workdir: Some("/www".into()),
-        exposed_ports: vec!["8080/tcp".into()],
+        ..ImageSpec::httpd("hello from a docker app\n")
     }
 }
 
