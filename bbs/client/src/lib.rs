@@ -13,7 +13,7 @@ use std::time::Duration;
 use diego_model::requests::*;
 use diego_model::{
     ActualLrp, ActualLrpKey, BbsError, CellPresence, DesiredLrp, DesiredLrpSchedulingInfo,
-    ErrorType, Event, Task,
+    ErrorType, Event, LifecycleRecord, LifecycleVersion, Task,
 };
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -454,6 +454,54 @@ impl BbsClient {
             },
         )
         .await
+    }
+
+    /// Every lifecycle an operator added.
+    pub async fn lifecycles(&self) -> Result<Vec<LifecycleRecord>> {
+        Ok(self
+            .rpc::<_, LifecyclesResponse>("/v1/lifecycles/list", &EmptyRequest {})
+            .await?
+            .lifecycles)
+    }
+
+    /// One added lifecycle (a `ResourceNotFound` error when there is none by that name).
+    pub async fn lifecycle(&self, name: &str) -> Result<LifecycleRecord> {
+        Ok(self
+            .rpc::<_, LifecycleResponse>(
+                "/v1/lifecycles/get",
+                &LifecycleByNameRequest { name: name.into() },
+            )
+            .await?
+            .lifecycle)
+    }
+
+    /// Adds a version to lifecycle `name` (created if new) as its current one.
+    pub async fn add_lifecycle_version(
+        &self,
+        name: &str,
+        version: &LifecycleVersion,
+    ) -> Result<LifecycleRecord> {
+        Ok(self
+            .rpc::<_, LifecycleResponse>(
+                "/v1/lifecycles/add_version",
+                &AddLifecycleVersionRequest {
+                    name: name.into(),
+                    version: version.clone(),
+                },
+            )
+            .await?
+            .lifecycle)
+    }
+
+    /// Removes lifecycle `name`; answers what it was.
+    pub async fn remove_lifecycle(&self, name: &str) -> Result<LifecycleRecord> {
+        Ok(self
+            .rpc::<_, LifecycleResponse>(
+                "/v1/lifecycles/remove",
+                &LifecycleByNameRequest { name: name.into() },
+            )
+            .await?
+            .lifecycle)
     }
 
     pub async fn store_health(&self) -> Result<StoreHealthResponse> {

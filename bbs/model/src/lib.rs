@@ -20,6 +20,7 @@ pub mod desired_lrp;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod lifecycle;
 pub mod modification_tag;
 pub mod requests;
 pub mod restart;
@@ -40,6 +41,7 @@ pub use desired_lrp::{
 };
 pub use error::{BbsError, ErrorType};
 pub use events::Event;
+pub use lifecycle::{LifecycleRecord, LifecycleVersion};
 pub use modification_tag::ModificationTag;
 pub use restart::RestartPolicy;
 pub use staging::{LifecycleStaging, StagingResult};

@@ -662,3 +662,33 @@ pub struct AuctionPolicyResponse {
 pub struct SetAuctionPolicyRequest {
     pub policy: AuctionPolicyRecord,
 }
+
+// ---- lifecycles (beyond Diego: see `crate::lifecycle`) ----
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LifecyclesResponse {
+    pub lifecycles: Vec<crate::LifecycleRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleByNameRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LifecycleResponse {
+    pub lifecycle: crate::LifecycleRecord,
+}
+
+/// Adds a version to a lifecycle (creating it), making it the current one. Adding a version
+/// already recorded with the same sha256 makes it current again; the same version string with
+/// other bytes is a conflict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddLifecycleVersionRequest {
+    pub name: String,
+    pub version: crate::LifecycleVersion,
+}

@@ -767,6 +767,43 @@ fn routes() -> Vec<Route> {
                     .map(|()| EmptyResponse {})
             },
         ),
+        // lifecycles (beyond Diego: components in the blob store, recorded here)
+        rpc(
+            "/v1/lifecycles/list",
+            "Every lifecycle an operator added, with its versions",
+            |bbs: Shared, _: EmptyRequest| async move {
+                Ok(LifecyclesResponse {
+                    lifecycles: bbs.lifecycles().await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/lifecycles/get",
+            "One added lifecycle by name",
+            |bbs: Shared, req: LifecycleByNameRequest| async move {
+                Ok(LifecycleResponse {
+                    lifecycle: bbs.lifecycle(&req.name).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/lifecycles/add_version",
+            "Add a version to a lifecycle (creating it) and make it current",
+            |bbs: Shared, req: AddLifecycleVersionRequest| async move {
+                Ok(LifecycleResponse {
+                    lifecycle: bbs.add_lifecycle_version(&req.name, req.version).await?,
+                })
+            },
+        ),
+        rpc(
+            "/v1/lifecycles/remove",
+            "Remove an added lifecycle",
+            |bbs: Shared, req: LifecycleByNameRequest| async move {
+                Ok(LifecycleResponse {
+                    lifecycle: bbs.remove_lifecycle(&req.name).await?,
+                })
+            },
+        ),
         // events
         events_route(
             "/v1/events/lrp_instances.r1",

@@ -10,6 +10,7 @@
 //! /diego/v1/presences/<cell_id>                       a presence; the value is a CellPresence
 //! /diego/v1/auction_policy/record                     the AuctionPolicyRecord, without its component
 //! /diego/v1/auction_policy/components/<sha256>/<n>    the component's base64, in numbered chunks
+//! /diego/v1/lifecycles/<name>                        a LifecycleRecord (its components are in the blob store)
 //! ```
 //! Guids and names are validated to contain no `/` before they reach a key. A desired LRP's key
 //! sorts before its instances' keys, so a transaction that creates both streams
@@ -26,6 +27,7 @@ pub const LOCKS: &str = "/diego/v1/locks/";
 pub const PRESENCES: &str = "/diego/v1/presences/";
 pub const AUCTION_POLICY: &str = "/diego/v1/auction_policy/record";
 pub const AUCTION_POLICY_COMPONENTS: &str = "/diego/v1/auction_policy/components/";
+pub const LIFECYCLES: &str = "/diego/v1/lifecycles/";
 
 /// The lock the active auctioneer holds; its value is the auctioneer's base URL.
 pub const AUCTIONEER_LOCK: &str = "auctioneer";
@@ -55,6 +57,10 @@ pub fn task(task_guid: &str) -> String {
 
 pub fn domain(name: &str) -> String {
     format!("{DOMAINS}{name}")
+}
+
+pub fn lifecycle(name: &str) -> String {
+    format!("{LIFECYCLES}{name}")
 }
 
 pub fn lock(key: &str) -> String {

@@ -25,6 +25,7 @@ mod evacuation;
 mod events;
 mod external;
 pub mod keys;
+mod lifecycles;
 mod lrps;
 mod policy;
 mod presence;

@@ -10,6 +10,7 @@ mod desired_lrps;
 mod evacuation;
 mod events;
 mod leases;
+mod lifecycles;
 mod listings;
 mod openapi;
 mod policy;
