@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use diego_apps_api::{
-    AppSettings, AppsClient, AppsClientError, ArchiveFormat, HealthCheckType, ScaleRequest,
-    TaskRequest,
+    AppSettings, AppsClient, AppsClientError, ArchiveFormat, HealthCheckType, LifecycleKind,
+    ScaleRequest, TaskRequest,
 };
 use futures::StreamExt as _;
 use serde_json::Value;
@@ -43,6 +43,10 @@ pub struct PushArgs {
     /// Run this Docker image instead of staging bits with buildpacks.
     #[arg(long = "docker-image", conflicts_with_all = ["path", "buildpacks"])]
     pub docker_image: Option<String>,
+    /// Stage and run with this lifecycle: buildpack, docker or one added with
+    /// `diego lifecycles add` (default: docker with an image, else buildpack).
+    #[arg(long = "lifecycle", conflicts_with = "buildpacks")]
+    pub lifecycle: Option<String>,
     /// Instances.
     #[arg(short = 'i', long)]
     pub instances: Option<u32>,
@@ -158,6 +162,11 @@ fn settings(args: &PushArgs, from_manifest: &ManifestApp) -> anyhow::Result<AppS
         .clone()
         .or(from_manifest.health_check_http_endpoint.clone());
     s.stack = from_manifest.stack.clone();
+    s.lifecycle = args
+        .lifecycle
+        .clone()
+        .or(from_manifest.lifecycle.clone())
+        .map(LifecycleKind::from);
     Ok(s)
 }
 
@@ -178,7 +187,10 @@ pub async fn push(api_url: &str, args: PushArgs, output: Output) -> anyhow::Resu
         .or(from_manifest.name.clone())
         .context("name the app: diego push NAME (or a manifest with a name)")?;
     let settings = settings(&args, &from_manifest)?;
-    let docker = settings.docker_image.is_some();
+    let docker = match &settings.lifecycle {
+        Some(kind) => kind.is_docker(),
+        None => settings.docker_image.is_some(),
+    };
     let dir = args
         .path
         .clone()
@@ -228,6 +240,23 @@ pub async fn push(api_url: &str, args: PushArgs, output: Output) -> anyhow::Resu
         out.push_str(&instances_line(v));
         out
     })
+}
+
+/// `static-site 0.1.0 (component static-site, sha256 1a2b3c4d5e6f)`.
+fn lifecycle_line(l: &Value) -> String {
+    let kind = l["type"].as_str().unwrap_or("?");
+    let mut line = kind.to_owned();
+    if let Some(version) = l["version"].as_str().filter(|v| !v.is_empty()) {
+        line.push_str(&format!(" {version}"));
+    }
+    let component = l["name"].as_str().filter(|n| !n.is_empty() && *n != kind);
+    let sha = l["sha256"].as_str().and_then(|s| s.get(..12));
+    match (component, sha) {
+        (Some(c), Some(sha)) => line.push_str(&format!(" (component {c}, sha256 {sha})")),
+        (None, Some(sha)) => line.push_str(&format!(" (sha256 {sha})")),
+        _ => {}
+    }
+    line
 }
 
 fn instances_line(v: &Value) -> String {
@@ -415,10 +444,7 @@ pub async fn app(api_url: &str, name: &str, output: Output) -> anyhow::Result<()
             v["name"].as_str().unwrap_or(name),
             v["state"].as_str().unwrap_or("?"),
             v["url"].as_str().unwrap_or("-"),
-            v["lifecycle"]["name"]
-                .as_str()
-                .or(v["lifecycle"].as_str())
-                .unwrap_or("?"),
+            lifecycle_line(&v["lifecycle"]),
             instances_line(v),
         );
         out.push_str(&format!(
@@ -672,6 +698,25 @@ pub async fn create_buildpack(
         .put_buildpack(name, position, zip, ArchiveFormat::Zip)
         .await?;
     eprintln!("buildpack {name} created");
+    Ok(())
+}
+
+/// `diego restage NAME`: stage again with the current lifecycle version and buildpacks,
+/// then roll the new droplet out; follows it as `push` does.
+pub async fn restage(api_url: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let api = client(api_url);
+    let before = to_value(&api.app(name).await.map_err(api_failed)?)?;
+    let guid = before["guid"].as_str().unwrap_or_default().to_string();
+    let logs = tokio::spawn(follow_staging_log(api.base_url().to_string(), guid));
+    let outcome = async {
+        let started = to_value(&api.restage(name).await.map_err(api_failed)?)?;
+        wait_running(&api, name, &before, &started, timeout).await
+    }
+    .await;
+    logs.abort();
+    let view = outcome?;
+    eprintln!("{name} is running");
+    println!("lifecycle:   {}", lifecycle_line(&view["lifecycle"]));
     Ok(())
 }
 

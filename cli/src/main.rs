@@ -17,6 +17,7 @@ mod bits;
 mod brain;
 mod cell;
 mod commands;
+mod lifecycles;
 mod manifest;
 mod platform;
 mod policy;
@@ -68,6 +69,8 @@ enum Command {
     Router(platform::RouterArgs),
     /// See and swap the auction policy at run time.
     Policy(policy::PolicyArgs),
+    /// List, add and remove the lifecycles apps are staged and run with.
+    Lifecycles(lifecycles::LifecyclesArgs),
     /// Push an app: upload its directory (or name a Docker image), stage it, run it.
     Push {
         #[command(flatten)]
@@ -99,6 +102,14 @@ enum Command {
     Stop { name: String },
     /// Replace an app's instances with fresh ones.
     Restart { name: String },
+    /// Stage an app again (with its lifecycle's current version and the installed
+    /// buildpacks) and roll the new droplet out.
+    Restage {
+        name: String,
+        /// How long to wait for staging and the first instance.
+        #[arg(long, default_value = "15m", value_parser = crate::cell::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Delete an app and everything it owns.
     Delete {
         name: String,
@@ -277,6 +288,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start { name } => apps::start(api, &name).await,
         Command::Stop { name } => apps::stop(api, &name).await,
         Command::Restart { name } => apps::restart(api, &name).await,
+        Command::Restage { name, timeout } => apps::restage(api, &name, timeout).await,
+        Command::Lifecycles(args) => lifecycles::run(api, args).await,
         Command::Delete { name, force } => apps::delete(api, &name, force).await,
         Command::Logs { name, recent } => apps::logs(api, &name, recent).await,
         Command::Events { name, output } => apps::events(api, &name, output.output).await,

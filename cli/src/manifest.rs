@@ -31,6 +31,9 @@ pub struct ManifestApp {
     pub health_check_http_endpoint: Option<String>,
     pub docker: Option<Docker>,
     pub stack: Option<String>,
+    /// buildpack, docker, or a lifecycle added with `diego lifecycles add` (cf's manifest
+    /// says `lifecycle: buildpack|docker|cnb`; the names here are the platform's).
+    pub lifecycle: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

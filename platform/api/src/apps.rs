@@ -218,6 +218,10 @@ fn default_settings(name: &str, domain: &str) -> Settings {
 pub async fn put(state: &Arc<State>, name: &str, body: AppSettings) -> ApiResult<(App, bool)> {
     check_name(name)?;
     check_settings(&body)?;
+    if let Some(kind) = body.lifecycle.as_ref().filter(|k| !k.is_builtin()) {
+        // an unknown lifecycle is refused now, not at the first staging
+        crate::lifecycles::added(&state.bbs, kind.as_str()).await?;
+    }
     if let Some(named) = &body.buildpacks {
         let all = state.db.buildpacks().await?;
         staging::resolve_buildpacks(named, &all)?;
@@ -391,7 +395,7 @@ pub async fn start(state: &Arc<State>, name: &str, restart: bool) -> ApiResult<A
     // Staging inputs (buildpacks resolved) are computed only when staging is needed, so a
     // restart whose named buildpack was deleted since still runs its droplet.
     if staging::needs_staging(&app) {
-        match staging::begin(state, name).await? {
+        match staging::begin(state, name, false).await? {
             staging::Begun::Staging(app) | staging::Begun::UnderWay(app) => return Ok(app),
             staging::Begun::Current => {}
         }
@@ -403,6 +407,32 @@ pub async fn start(state: &Arc<State>, name: &str, restart: bool) -> ApiResult<A
         return Ok(app);
     }
     Ok(app)
+}
+
+/// `restage`: stages the app again whatever its droplet (Cloud Foundry's `cf restage`: picks
+/// up the current version of its lifecycle and buildpacks), then runs the new droplet as a
+/// start does. The running version keeps serving until the new one is up.
+pub async fn restage(state: &Arc<State>, name: &str) -> ApiResult<App> {
+    let app = load(state, name).await?;
+    let guid = app.guid.clone();
+    state
+        .db
+        .update_app(name, move |current| {
+            let mut app = current
+                .filter(|a| a.guid == guid)
+                .ok_or_else(|| ApiError::conflict("app_changed", "the app was deleted"))?;
+            app.state = DesiredState::Started;
+            app.updated_at = now_ns();
+            Ok((AppWrite::Put(app), ()))
+        })
+        .await?;
+    state
+        .event(&app.guid, "restage", format!("Restaging app {}", app.name))
+        .await;
+    match staging::begin(state, name, true).await? {
+        staging::Begun::Staging(app) | staging::Begun::UnderWay(app) => Ok(app),
+        staging::Begun::Current => load(state, name).await,
+    }
 }
 
 /// Whether what runs (or is being deployed) is the app's droplet with its settings.
@@ -784,23 +814,14 @@ pub async fn view(state: &State, app: &App) -> AppView {
     {
         s.state = StagingState::Running;
     }
-    let kind = app.settings.lifecycle;
-    let described = state.lifecycles.described(kind);
+    let lifecycle = lifecycle_view(state, app).await;
     AppView {
         guid: app.guid.clone(),
         name: app.name.clone(),
         state: app.state,
         urls: app_urls(&state.config, &app.settings.routes),
         settings: app.settings.clone(),
-        lifecycle: LifecycleView {
-            kind,
-            name: described
-                .as_ref()
-                .map(|d| d.name.clone())
-                .unwrap_or_default(),
-            version: described.map(|d| d.version).unwrap_or_default(),
-            sha256: state.lifecycles.sha256(kind).to_owned(),
-        },
+        lifecycle,
         bits: app.bits.clone(),
         droplet: app.droplet.as_ref().map(|d| DropletView {
             number: d.number,
@@ -828,6 +849,48 @@ pub async fn view(state: &State, app: &App) -> AppView {
         created_at: app.created_at,
         updated_at: app.updated_at,
     }
+}
+
+/// The lifecycle the app uses: the version its droplet was staged with, or (no droplet of
+/// that lifecycle yet) the one staging would use now.
+async fn lifecycle_view(state: &State, app: &App) -> LifecycleView {
+    let kind = app.settings.lifecycle.clone();
+    let mut view = LifecycleView {
+        kind: kind.clone(),
+        name: String::new(),
+        version: String::new(),
+        sha256: String::new(),
+    };
+    let staged = app
+        .droplet
+        .as_ref()
+        .map(|d| &d.staged_from)
+        .filter(|s| s.lifecycle == kind);
+    let (sha256, version) = match staged {
+        Some(s) => (s.lifecycle_sha256.clone(), s.lifecycle_version.clone()),
+        None => match state
+            .lifecycles
+            .resolve(&kind, &state.bbs, &state.blobs)
+            .await
+        {
+            Ok(r) => (r.sha256, r.version),
+            Err(e) => {
+                tracing::debug!(lifecycle = %kind, error = %e, "cannot resolve the lifecycle");
+                return view;
+            }
+        },
+    };
+    if let Ok(plugin) = state.lifecycles.plugin(&kind, &sha256, &state.blobs).await {
+        view.name.clone_from(&plugin.describe().name);
+        if version.is_empty() {
+            view.version.clone_from(&plugin.describe().version);
+        }
+    }
+    if !version.is_empty() {
+        view.version = version;
+    }
+    view.sha256 = sha256;
+    view
 }
 
 /// `GET /v1/apps`.
@@ -865,7 +928,7 @@ pub async fn summaries(state: &State) -> ApiResult<Vec<AppSummary>> {
                 memory_mb: app.settings.memory_mb,
                 disk_mb: app.settings.disk_mb,
                 urls: app_urls(&state.config, &app.settings.routes),
-                lifecycle: app.settings.lifecycle,
+                lifecycle: app.settings.lifecycle.clone(),
             }
         })
         .collect())

@@ -50,6 +50,15 @@ impl Blobs {
         }
     }
 
+    /// The blob's bytes, or `None` if there is no such blob.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<bytes::Bytes>, BlobsError> {
+        match self.client.get_bytes(key).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(BlobError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
     /// Deletes `key`; a missing blob is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), BlobsError> {
         match self.client.delete(key).await {

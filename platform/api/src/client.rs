@@ -239,6 +239,12 @@ impl AppsClient {
             .await
     }
 
+    /// `POST /v1/apps/{name}/restage`.
+    pub async fn restage(&self, name: &str) -> Result<AppView> {
+        self.call(Method::POST, &app_path(name, "/restage"), None::<&()>)
+            .await
+    }
+
     /// `POST /v1/apps/{name}/stop`.
     pub async fn stop(&self, name: &str) -> Result<AppView> {
         self.call(Method::POST, &app_path(name, "/stop"), None::<&()>)
@@ -304,6 +310,42 @@ impl AppsClient {
         self.no_content(Method::DELETE, &format!("/v1/buildpacks/{}", encode(name)))
             .await
     }
+}
+
+impl AppsClient {
+    /// `GET /v1/lifecycles`: the built-in lifecycles, then the added ones.
+    pub async fn lifecycles(&self) -> Result<Vec<LifecycleEntry>> {
+        self.call(Method::GET, "/v1/lifecycles", None::<&()>).await
+    }
+
+    /// `GET /v1/lifecycles/{name}`.
+    pub async fn lifecycle(&self, name: &str) -> Result<LifecycleEntry> {
+        self.call(Method::GET, &lifecycle_path(name), None::<&()>)
+            .await
+    }
+
+    /// `PUT /v1/lifecycles/{name}` with a `.wasm` component: checked, stored, made current.
+    pub async fn add_lifecycle(&self, name: &str, component: Vec<u8>) -> Result<LifecycleEntry> {
+        let path = lifecycle_path(name);
+        let url = self.url(&path);
+        let request = self
+            .http
+            .put(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .timeout(Duration::from_secs(300))
+            .body(component);
+        self.json(request, &url).await
+    }
+
+    /// `DELETE /v1/lifecycles/{name}`.
+    pub async fn remove_lifecycle(&self, name: &str) -> Result<LifecycleEntry> {
+        self.call(Method::DELETE, &lifecycle_path(name), None::<&()>)
+            .await
+    }
+}
+
+fn lifecycle_path(name: &str) -> String {
+    format!("/v1/lifecycles/{}", encode(name))
 }
 
 fn app_path(name: &str, rest: &str) -> String {

@@ -35,6 +35,10 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
     pub fn app_not_found(name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

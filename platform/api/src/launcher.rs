@@ -34,7 +34,7 @@ pub fn app_guid_of(process_guid: &str) -> Option<&str> {
 
 /// The rootfs an app's containers run on.
 pub fn rootfs(app: &App) -> String {
-    match (app.settings.lifecycle, &app.settings.docker_image) {
+    match (&app.settings.lifecycle, &app.settings.docker_image) {
         (LifecycleKind::Docker, Some(image)) => docker_rootfs(image.trim()),
         _ => format!("preloaded:{}", app.settings.stack),
     }
@@ -101,8 +101,9 @@ fn health_check_type(kind: HealthCheckType) -> t::HealthCheckType {
     }
 }
 
-/// Calls the app's lifecycle for `command` (the staged web command unless given) and returns
-/// the launch and check plans.
+/// Calls the lifecycle the app's droplet was staged with (that version: a droplet starts the
+/// way it was built to, whatever was added since) for `command` (the staged web command
+/// unless given) and returns the launch and check plans.
 async fn plans(
     state: &State,
     app: &App,
@@ -110,15 +111,19 @@ async fn plans(
     command: Option<&str>,
 ) -> ApiResult<(t::LaunchPlan, t::CheckPlan)> {
     let droplet = droplet(app)?;
-    let kind = app.settings.lifecycle;
-    let plugin = state.lifecycles.plugin(kind).await?;
+    let staged = &droplet.staged_from;
+    let kind = &staged.lifecycle;
+    let plugin = state
+        .lifecycles
+        .plugin(kind, &staged.lifecycle_sha256, &state.blobs)
+        .await?;
     let result = &droplet.staging_result;
     let start_command = command
         .map(str::to_owned)
         .or_else(|| app.settings.command.clone())
         .or_else(|| result.process_types.get("web").cloned())
         .unwrap_or_default();
-    let is_docker = kind == LifecycleKind::Docker;
+    let is_docker = kind.is_docker();
     let launch = t::LaunchRequest {
         process_guid: process_guid.to_owned(),
         process_type: "web".to_owned(),

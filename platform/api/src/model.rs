@@ -33,21 +33,57 @@ pub enum HealthCheckType {
     None,
 }
 
-/// How the app is staged and launched: Diego's `lifecycle_type`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How the app is staged and launched: a built-in lifecycle (Diego's `lifecycle_type`
+/// buildpack or docker) or one an operator added with `diego lifecycles add`, by its name.
+/// Stored and sent as the name, so records written before added lifecycles existed read the
+/// same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum LifecycleKind {
     #[default]
     Buildpack,
     Docker,
+    /// An added lifecycle, by the name it was added under.
+    Added(String),
 }
 
 impl LifecycleKind {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             LifecycleKind::Buildpack => "buildpack",
             LifecycleKind::Docker => "docker",
+            LifecycleKind::Added(name) => name,
         }
+    }
+
+    pub fn is_docker(&self) -> bool {
+        *self == LifecycleKind::Docker
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        !matches!(self, LifecycleKind::Added(_))
+    }
+}
+
+impl From<String> for LifecycleKind {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "buildpack" => LifecycleKind::Buildpack,
+            "docker" => LifecycleKind::Docker,
+            _ => LifecycleKind::Added(name),
+        }
+    }
+}
+
+impl From<LifecycleKind> for String {
+    fn from(kind: LifecycleKind) -> Self {
+        kind.as_str().to_owned()
+    }
+}
+
+impl std::fmt::Display for LifecycleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -118,6 +154,8 @@ pub struct StagingInputs {
     pub lifecycle: LifecycleKind,
     /// The lifecycle component's sha256.
     pub lifecycle_sha256: String,
+    /// The version the component described itself with (empty in records from before).
+    pub lifecycle_version: String,
     pub stack: String,
     pub bits_sha256: Option<String>,
     pub docker_image: Option<String>,
@@ -377,7 +415,9 @@ pub struct DeploymentView {
     pub error: Option<String>,
 }
 
-/// The lifecycle an app uses: its kind and the component's name and version.
+/// The lifecycle an app uses: its name (`type`: buildpack, docker or an added one), the
+/// component's own name, and the version and digest its droplet was staged with (before the
+/// first staging: the version staging would use now).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecycleView {
     #[serde(rename = "type")]
@@ -385,6 +425,37 @@ pub struct LifecycleView {
     pub name: String,
     pub version: String,
     pub sha256: String,
+}
+
+/// One version of a lifecycle, as `GET /v1/lifecycles` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleVersionView {
+    pub version: String,
+    pub sha256: String,
+    /// The name the component describes itself with.
+    pub component_name: String,
+    /// Diego's `lifecycle_type` it implements.
+    pub lifecycle_type: String,
+    /// The versioned interface it exports (`diego:lifecycle/plugin@0.1.0`).
+    pub export: String,
+    pub size_bytes: u64,
+    /// When it was added (ns since the epoch; 0 for a built-in).
+    pub added_at: i64,
+}
+
+/// An entry of `GET /v1/lifecycles` (and the answer of `PUT` and `DELETE
+/// /v1/lifecycles/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleEntry {
+    pub name: String,
+    pub builtin: bool,
+    /// Oldest first; the last is the one staging uses.
+    pub versions: Vec<LifecycleVersionView>,
+    /// The apps set to use it.
+    pub apps: Vec<String>,
+    /// What the trial calls of an added component noticed without refusing it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /v1/apps/{name}` (and the answer of every route that changes an app).

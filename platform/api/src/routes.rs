@@ -17,7 +17,7 @@
 //! | `GET /v1/apps/{name}` | | [`AppView`] |
 //! | `DELETE /v1/apps/{name}` | | 204 |
 //! | `PUT /v1/apps/{name}/bits` | zip or tgz | [`AppView`] |
-//! | `POST /v1/apps/{name}/start`, `/restart` | | 202 [`AppView`] |
+//! | `POST /v1/apps/{name}/start`, `/restart`, `/restage` | | 202 [`AppView`] |
 //! | `POST /v1/apps/{name}/stop` | | [`AppView`] |
 //! | `POST /v1/apps/{name}/scale` | [`ScaleRequest`] | [`AppView`] |
 //! | `PUT /v1/apps/{name}/env` | `{KEY: "v" \| null}` | [`AppView`] |
@@ -27,6 +27,10 @@
 //! | `GET /v1/buildpacks` | | `[BuildpackView]` |
 //! | `PUT /v1/buildpacks/{name}?position=N` | zip or tgz | [`BuildpackView`] |
 //! | `DELETE /v1/buildpacks/{name}` | | 204 |
+//! | `GET /v1/lifecycles` | | `[LifecycleEntry]` |
+//! | `GET /v1/lifecycles/{name}` | | [`LifecycleEntry`] |
+//! | `PUT /v1/lifecycles/{name}` | a `.wasm` component | [`LifecycleEntry`] (422 saying why a component is refused) |
+//! | `DELETE /v1/lifecycles/{name}` | | [`LifecycleEntry`] (409 while apps use it) |
 //! | `POST /v1/internal/staging/{task_guid}/completed` | the BBS's task callback | 200 |
 
 use std::collections::BTreeMap;
@@ -45,7 +49,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{ApiError, ApiResult};
 use crate::model::*;
 use crate::state::State;
-use crate::{apps, buildpacks, staging, uploads};
+use crate::{apps, buildpacks, lifecycles, staging, uploads};
 
 type S = AxState<Arc<State>>;
 
@@ -81,6 +85,12 @@ pub fn router(state: Arc<State>) -> Router {
             "/v1/buildpacks/{name}",
             put(put_buildpack).delete(delete_buildpack),
         )
+        .route(
+            "/v1/lifecycles/{name}",
+            put(put_lifecycle)
+                .get(get_lifecycle)
+                .delete(delete_lifecycle),
+        )
         // Uploads are streamed to disk with their own cap (`max_upload_bytes`).
         .layer(DefaultBodyLimit::disable());
     Router::new()
@@ -92,12 +102,14 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/v1/apps/{name}/start", post(start))
         .route("/v1/apps/{name}/restart", post(restart))
+        .route("/v1/apps/{name}/restage", post(restage))
         .route("/v1/apps/{name}/stop", post(stop))
         .route("/v1/apps/{name}/scale", post(scale))
         .route("/v1/apps/{name}/env", put(set_env))
         .route("/v1/apps/{name}/events", get(events))
         .route("/v1/apps/{name}/tasks", post(run_task).get(list_tasks))
         .route("/v1/buildpacks", get(list_buildpacks))
+        .route("/v1/lifecycles", get(list_lifecycles))
         .route(
             "/v1/internal/staging/{task_guid}/completed",
             post(staging_completed),
@@ -164,6 +176,11 @@ async fn start(AxState(state): S, Path(name): Path<String>) -> ApiResult<Respons
 
 async fn restart(AxState(state): S, Path(name): Path<String>) -> ApiResult<Response> {
     let app = apps::start(&state, &name, true).await?;
+    Ok((StatusCode::ACCEPTED, Json(apps::view(&state, &app).await)).into_response())
+}
+
+async fn restage(AxState(state): S, Path(name): Path<String>) -> ApiResult<Response> {
+    let app = apps::restage(&state, &name).await?;
     Ok((StatusCode::ACCEPTED, Json(apps::view(&state, &app).await)).into_response())
 }
 
@@ -280,4 +297,38 @@ async fn staging_completed(
         }
     })?;
     Ok(StatusCode::OK)
+}
+
+async fn list_lifecycles(AxState(state): S) -> ApiResult<Json<Vec<LifecycleEntry>>> {
+    Ok(Json(lifecycles::list(&state).await?))
+}
+
+async fn get_lifecycle(
+    AxState(state): S,
+    Path(name): Path<String>,
+) -> ApiResult<Json<LifecycleEntry>> {
+    Ok(Json(lifecycles::get(&state, &name).await?))
+}
+
+async fn put_lifecycle(
+    AxState(state): S,
+    Path(name): Path<String>,
+    body: Body,
+) -> ApiResult<Json<LifecycleEntry>> {
+    let max = lifecycles::MAX_COMPONENT_BYTES;
+    let bytes = axum::body::to_bytes(body, max + 1).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "component_too_large",
+            format!("the component is over the {} MiB cap ({e})", max >> 20),
+        )
+    })?;
+    Ok(Json(lifecycles::add(&state, &name, bytes.to_vec()).await?))
+}
+
+async fn delete_lifecycle(
+    AxState(state): S,
+    Path(name): Path<String>,
+) -> ApiResult<Json<LifecycleEntry>> {
+    Ok(Json(lifecycles::remove(&state, &name).await?))
 }

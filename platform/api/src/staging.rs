@@ -15,6 +15,7 @@ use crate::STAGING_DOMAIN;
 use crate::blobs::{build_cache_key, droplet_key};
 use crate::db::AppWrite;
 use crate::error::{ApiError, ApiResult};
+use crate::lifecycles::{Resolved, component_key};
 use crate::model::{
     App, Buildpack, DesiredState, DropletRecord, LifecycleKind, StagingInputs, StagingRecord,
     StagingState,
@@ -48,16 +49,17 @@ pub fn resolve_buildpacks<'a>(
 
 /// What staging the app now would start from, with the buildpacks resolved (an unknown
 /// named buildpack is a 422). Errors if the app cannot be staged (no bits, no image).
-/// `lifecycle_sha256` is the app's lifecycle component's.
+/// `lifecycle` is the version of the app's lifecycle staging uses.
 pub fn inputs(
     app: &App,
-    lifecycle_sha256: &str,
+    lifecycle: &Resolved,
     buildpacks: &[Buildpack],
 ) -> ApiResult<StagingInputs> {
-    let kind = app.settings.lifecycle;
+    let kind = app.settings.lifecycle.clone();
     let mut inputs = StagingInputs {
-        lifecycle: kind,
-        lifecycle_sha256: lifecycle_sha256.to_owned(),
+        lifecycle: kind.clone(),
+        lifecycle_sha256: lifecycle.sha256.clone(),
+        lifecycle_version: lifecycle.version.clone(),
         stack: app.settings.stack.clone(),
         ..StagingInputs::default()
     };
@@ -79,7 +81,7 @@ pub fn inputs(
                 })?;
             inputs.docker_image = Some(image);
         }
-        LifecycleKind::Buildpack => {
+        LifecycleKind::Buildpack | LifecycleKind::Added(_) => {
             let bits = app.bits.as_ref().ok_or_else(|| {
                 ApiError::unprocessable(
                     "no_bits",
@@ -90,6 +92,10 @@ pub fn inputs(
                 )
             })?;
             inputs.bits_sha256 = Some(bits.sha256.clone());
+            if !kind.is_builtin() {
+                // an added lifecycle gets the bits, never the buildpacks
+                return Ok(inputs);
+            }
             inputs.buildpacks_named = !app.settings.buildpacks.is_empty();
             inputs.buildpacks = resolve_buildpacks(&app.settings.buildpacks, buildpacks)?
                 .into_iter()
@@ -100,18 +106,21 @@ pub fn inputs(
     Ok(inputs)
 }
 
-/// Whether a droplet staged from `staged` is what `app` asks for: the same lifecycle kind,
+/// Whether a droplet staged from `staged` is what `app` asks for: the same lifecycle,
 /// stack, bits, docker image and named buildpacks (by name). A buildpack added, updated or
-/// deleted since, or a new lifecycle component, does not make a droplet stale (as in Cloud
-/// Foundry: restage to pick them up).
+/// deleted since, or a new version of the lifecycle, does not make a droplet stale (as in
+/// Cloud Foundry: restage to pick them up).
 pub fn staged_as_asked(staged: &StagingInputs, app: &App) -> bool {
     let s = &app.settings;
     if staged.lifecycle != s.lifecycle || staged.stack != s.stack {
         return false;
     }
-    match s.lifecycle {
+    match &s.lifecycle {
         LifecycleKind::Docker => {
             staged.docker_image.as_deref() == s.docker_image.as_deref().map(str::trim)
+        }
+        LifecycleKind::Added(_) => {
+            staged.bits_sha256.as_deref() == app.bits.as_ref().map(|b| b.sha256.as_str())
         }
         LifecycleKind::Buildpack => {
             let names = staged
@@ -168,17 +177,23 @@ struct Snapshot {
 /// the PENDING record and what the task is built from (bits, settings, buildpacks) are all
 /// decided in one write, so concurrent starts never share a task or a droplet. A replaced
 /// unfinished staging's task is cancelled.
-pub async fn begin(state: &State, app_name: &str) -> ApiResult<Begun> {
+///
+/// `restage`: stage even if the droplet is what the app asks for (to pick up a new version of
+/// its lifecycle or buildpacks), unless a staging is under way.
+pub async fn begin(state: &State, app_name: &str, restage: bool) -> ApiResult<Begun> {
     let Some(app) = state.db.app(app_name).await? else {
         return Err(ApiError::app_not_found(app_name));
     };
+    let lifecycle = state
+        .lifecycles
+        .resolve(&app.settings.lifecycle, &state.bbs, &state.blobs)
+        .await?;
     state
         .lifecycles
-        .publish(app.settings.lifecycle, &state.blobs)
+        .publish(&app.settings.lifecycle, &state.blobs)
         .await?;
     let all = state.db.buildpacks().await?;
-    let shas = [LifecycleKind::Buildpack, LifecycleKind::Docker]
-        .map(|k| (k, state.lifecycles.sha256(k).to_owned()));
+    let resolved_for = app.settings.lifecycle.clone();
     let guid = app.guid.clone();
     let name = app.name.clone();
     let decided = state
@@ -190,22 +205,24 @@ pub async fn begin(state: &State, app_name: &str) -> ApiResult<Begun> {
             if staging_under_way(&app) {
                 return Ok((AppWrite::Keep, Err(Begun::UnderWay(app))));
             }
-            if !needs_staging(&app) {
+            if !restage && !needs_staging(&app) {
                 return Ok((AppWrite::Keep, Err(Begun::Current)));
             }
-            let kind = app.settings.lifecycle;
-            let sha = shas
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .map(|(_, sha)| sha.as_str())
-                .unwrap_or_default();
-            let inputs = inputs(&app, sha, &all)?;
+            let kind = app.settings.lifecycle.clone();
+            if kind != resolved_for {
+                // changed since it was resolved: the caller's start sees the change next time
+                return Err(ApiError::conflict(
+                    "lifecycle_changed",
+                    format!("app {name:?} changed its lifecycle meanwhile: start it again"),
+                ));
+            }
+            let inputs = inputs(&app, &lifecycle, &all)?;
             let buildpacks: Vec<Buildpack> = match kind {
                 LifecycleKind::Buildpack => resolve_buildpacks(&app.settings.buildpacks, &all)?
                     .into_iter()
                     .cloned()
                     .collect(),
-                LifecycleKind::Docker => Vec::new(),
+                LifecycleKind::Docker | LifecycleKind::Added(_) => Vec::new(),
             };
             let replaced = app
                 .staging
@@ -239,9 +256,6 @@ pub async fn begin(state: &State, app_name: &str) -> ApiResult<Begun> {
     let Some(record) = app.staging.clone() else {
         return Err(ApiError::internal("a recorded staging has no record"));
     };
-    let kind = record.inputs.lifecycle;
-    // A concurrent change of lifecycle: the one recorded is the one to publish.
-    state.lifecycles.publish(kind, &state.blobs).await?;
     if let Some(old) = &snapshot.replaced {
         // Its completion no longer matches the record, so it is ignored; this frees its cell.
         if let Err(e) = state.bbs.cancel_task(old).await {
@@ -281,9 +295,9 @@ fn definition(
     buildpacks: &[Buildpack],
     record: &StagingRecord,
 ) -> TaskDefinition {
-    let kind = record.inputs.lifecycle;
+    let kind = &record.inputs.lifecycle;
     let n = record.droplet_number;
-    let is_docker = kind == LifecycleKind::Docker;
+    let is_docker = kind.is_docker();
     let named = record.inputs.buildpacks_named;
     let cache_url = if is_docker {
         String::new()
@@ -291,7 +305,9 @@ fn definition(
         state.blobs.url(&build_cache_key(&app.guid))
     };
     let staging = LifecycleStaging {
-        lifecycle_url: state.blobs.url(&state.lifecycles.key(kind)),
+        lifecycle_url: state
+            .blobs
+            .url(&component_key(&record.inputs.lifecycle_sha256)),
         lifecycle_sha256: record.inputs.lifecycle_sha256.clone(),
         stack: record.inputs.stack.clone(),
         app_bits_url: match (&app.bits, is_docker) {
@@ -368,7 +384,7 @@ pub async fn complete(
         return Ok(());
     };
     let n = record.droplet_number;
-    let (key, sha256) = if record.inputs.lifecycle == LifecycleKind::Docker {
+    let (key, sha256) = if record.inputs.lifecycle.is_docker() {
         (String::new(), String::new())
     } else {
         let key = droplet_key(&app.guid, n);

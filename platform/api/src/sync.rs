@@ -185,7 +185,7 @@ async fn publish_lifecycles(state: &State, shutdown: &CancellationToken) {
     for kind in [LifecycleKind::Buildpack, LifecycleKind::Docker] {
         let mut delay = Duration::from_millis(200);
         loop {
-            match state.lifecycles.publish(kind, &state.blobs).await {
+            match state.lifecycles.publish(&kind, &state.blobs).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::info!(lifecycle = kind.as_str(), error = %e, "cannot publish the lifecycle yet")
@@ -197,7 +197,7 @@ async fn publish_lifecycles(state: &State, shutdown: &CancellationToken) {
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
-        if let Err(e) = state.lifecycles.plugin(kind).await {
+        if let Err(e) = state.lifecycles.plugin(&kind, "", &state.blobs).await {
             tracing::warn!(lifecycle = kind.as_str(), error = %e, "cannot load the lifecycle");
         }
     }

@@ -5,6 +5,7 @@
 
 mod crud;
 mod deploy;
+mod lifecycles;
 mod staging;
 mod update;
 
