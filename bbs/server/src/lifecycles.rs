@@ -71,9 +71,16 @@ impl Bbs {
                     same.version, same.sha256
                 )));
             }
-            // The same bytes again: that version becomes the current one (a roll-back).
-            record.versions.retain(|v| v.sha256 != version.sha256);
-            record.versions.push(version.clone());
+            // The same bytes again: that version (as first added) becomes the current one, a
+            // roll-back; already current, nothing changes.
+            if record.current().is_some_and(|v| v.sha256 == version.sha256) {
+                return Ok(Some(record));
+            }
+            let mut added = version.clone();
+            if let Some(at) = record.versions.iter().position(|v| v.sha256 == version.sha256) {
+                added = record.versions.remove(at);
+            }
+            record.versions.push(added);
             let excess = record.versions.len().saturating_sub(MAX_LIFECYCLE_VERSIONS);
             record.versions.drain(..excess);
             let guard = match &previous {

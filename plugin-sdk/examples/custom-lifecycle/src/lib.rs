@@ -3,10 +3,10 @@
 //! Staging, in two steps (each a fresh, short call):
 //! 1. `stage`: download the app bits, then run a check that `index.html` exists; ask the host
 //!    to capture the check's stdout.
-//! 2. `resume-staging`: if the check exited 0, upload the droplet and finish with a `web`
-//!    process; otherwise fail with the check's output.
+//! 2. `resume-staging`: if the check exited 0, upload the droplet; otherwise fail.
+//! 3. `resume-staging` again, after the upload: finish with a `web` process.
 //!
-//! Launch: download the droplet, serve it with busybox httpd on $PORT. Healthcheck: a TCP
+//! Launch: download the droplet, serve it with the stack's python3 (`http.server`) on $PORT. Healthcheck: a TCP
 //! probe on the first port (run natively by the host, never by calling the guest).
 
 use diego_plugin_sdk::export_lifecycle;
@@ -85,11 +85,7 @@ impl Guest for StaticSite {
         let Some((check, upload_url)) = decode_state(&state) else {
             return failed("static-site: corrupt continuation");
         };
-        match status_of(&seen, check).map(|s| &s.outcome) {
-            Some(NodeOutcome::Exited(0)) => {}
-            _ => return failed("static-site: no index.html in the app"),
-        }
-        // The droplet is uploaded by the last step; an empty continuation state means "done".
+        // After the upload (the second plan; its node numbers are its own): done.
         if upload_url.is_empty() {
             return StagingStep::Done(StagingResult {
                 lifecycle_type: "static".to_owned(),
@@ -101,11 +97,15 @@ impl Guest for StaticSite {
                 },
                 process_types: vec![ProcessType {
                     name: "web".to_owned(),
-                    command: "busybox httpd -f -p $PORT -h /home/vcap/app".to_owned(),
+                    command: "python3 -m http.server $PORT --bind 0.0.0.0 --directory /home/vcap/app".to_owned(),
                 }],
                 sidecars: Vec::new(),
                 execution_metadata: String::new(),
             });
+        }
+        match status_of(&seen, check).map(|s| &s.outcome) {
+            Some(NodeOutcome::Exited(0)) => {}
+            _ => return failed("static-site: no index.html in the app"),
         }
         let mut p = PlanBuilder::new();
         let upload = p.upload(UploadSpec {

@@ -2,7 +2,7 @@
 //! a real staging as the app's `MISBEHAVE` environment variable says: `trap` (a Wasm trap),
 //! `loop` (never returns), `memory` (grows until it is stopped) or `invalid-plan` (a cyclic
 //! plan). Each must fail only that staging, with the reason in the app's staging log. Without
-//! the variable it stages the bits as they are and serves them with busybox httpd.
+//! the variable it stages the bits as they are and serves them with python3 http.server.
 
 use diego_plugin_sdk::export_lifecycle;
 use diego_plugin_sdk::lifecycle::{
@@ -100,7 +100,7 @@ impl Guest for Misbehaving {
             },
             process_types: vec![ProcessType {
                 name: "web".to_owned(),
-                command: "busybox httpd -f -p $PORT -h /home/vcap/app".to_owned(),
+                command: "python3 -m http.server $PORT --bind 0.0.0.0 --directory /home/vcap/app".to_owned(),
             }],
             sidecars: Vec::new(),
             execution_metadata: String::new(),
