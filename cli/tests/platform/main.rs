@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod failover;
+mod plugins;
 mod policies;
 mod push;
 mod workloads;

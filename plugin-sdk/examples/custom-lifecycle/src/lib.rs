@@ -19,6 +19,7 @@ use diego_plugin_sdk::lifecycle::{
 use diego_plugin_sdk::plan::{PlanBuilder, continuation};
 
 const USER: &str = "vcap";
+const HOME: &str = "/home/vcap";
 const APP: &str = "/home/vcap/app";
 
 struct StaticSite;
@@ -137,7 +138,8 @@ impl Guest for StaticSite {
         let fetch = p.download(DownloadSpec {
             artifact: "droplet".to_owned(),
             from: droplet,
-            to: APP.to_owned(),
+            // the droplet is a tar of the app directory (`app/...`), as Diego's are
+            to: HOME.to_owned(),
             cache_key: None,
             checksum: request.droplet_checksum,
             user: USER.to_owned(),
