@@ -679,10 +679,10 @@ pub async fn remove(state: &crate::state::State, name: &str) -> ApiResult<Lifecy
         })
         .collect();
     for v in &record.versions {
-        if !staged_with.contains(&v.sha256) {
-            if let Err(e) = state.blobs.delete(&component_key(&v.sha256)).await {
-                tracing::warn!(lifecycle = %name, sha256 = %v.sha256, error = %e, "cannot delete a removed lifecycle's component");
-            }
+        if !staged_with.contains(&v.sha256)
+            && let Err(e) = state.blobs.delete(&component_key(&v.sha256)).await
+        {
+            tracing::warn!(lifecycle = %name, sha256 = %v.sha256, error = %e, "cannot delete a removed lifecycle's component");
         }
     }
     tracing::info!(lifecycle = %name, "lifecycle removed");
