@@ -2,7 +2,8 @@
 # Brings diego up on this machine with zero set-up — `diego dev` on the embedded store: BBS,
 # brain, a cell, the apps API (blob store, logs) and the router — and does its main job: pushes
 # a small web app with the python buildpack and fetches it through the router. Ctrl-C stops it;
-# run it again and the app is still there. Flags are `diego dev`'s.
+# run it again and the app is still there. Flags are `diego dev`'s (`--tls`: mutual TLS between
+# the parts, the commands below presenting the certificates it makes in its data dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,12 +13,22 @@ diego=target/release/diego
 dev=$!
 # However this script ends, diego dev stops cleanly (its cells destroy their containers).
 trap 'kill -INT $dev 2>/dev/null || true; wait $dev 2>/dev/null || true' EXIT
-export DIEGO_API="${DIEGO_API:-http://127.0.0.1:8891}"
+tls=false data=.diego prev=
+for arg in "$@"; do
+  case "$prev" in --data-dir) data=$arg ;; esac
+  case "$arg" in
+    --tls) tls=true ;;
+    --data-dir=*) data=${arg#--data-dir=} ;;
+  esac
+  prev=$arg
+done
+case "$data" in /*) ;; *) data=$PWD/$data ;; esac
+$tls && export DIEGO_TLS_DIR="${DIEGO_TLS_DIR:-$data/tls}"
 root=false
 [ "$(id -u)" -eq 0 ] && root=true
 # The first run as root makes the stack rootfs (debootstrap, a few minutes); then it is cached.
 for _ in $(seq 2400); do
-  if curl -fsS -o /dev/null "$DIEGO_API/v1/info" 2>/dev/null; then
+  if "$diego" --log error apps >/dev/null 2>&1; then
     $root || break
     "$diego" --log warn cells | grep -q cell_id && break
   fi

@@ -11,9 +11,11 @@
 #   docker-registry    a real OCI registry for the image tests (started by the tests on loopback)
 #   umoci skopeo       build the test images and push them to that registry
 #   wrk                the load generator of the push benchmark (router against direct)
+#   openssh-client     `ssh`, the client the SSH tests log in to app instances with
+# and, from PyPI, prometheus-client: the platform tests parse /metrics with its parser
 set -euo pipefail
 
-packages=(protobuf-compiler etcd-server curl iptables e2fsprogs busybox-static debootstrap runc crun docker-registry umoci skopeo wrk)
+packages=(protobuf-compiler etcd-server curl iptables e2fsprogs busybox-static debootstrap runc crun docker-registry umoci skopeo wrk openssh-client)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -33,4 +35,10 @@ fi
 # plugin-sdk/artifacts during the normal build.
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-wasip2; then
   rustup target add wasm32-wasip2
+fi
+
+# The platform tests read every role's /metrics with Prometheus's own text parser (the official
+# Python client's), from PyPI.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check prometheus-client
 fi

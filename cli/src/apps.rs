@@ -71,6 +71,9 @@ pub struct PushArgs {
     /// How long to wait for staging and the first instance.
     #[arg(long, default_value = "15m", value_parser = crate::cell::parse_duration)]
     pub timeout: Duration,
+    /// Refuse SSH into the app's instances (`diego enable-ssh` turns it back on).
+    #[arg(long)]
+    pub no_ssh: bool,
 }
 
 fn parse_size(text: &str) -> Result<u32, String> {
@@ -83,8 +86,8 @@ fn parse_size(text: &str) -> Result<u32, String> {
 #[error("{0}")]
 pub struct Failed(pub String);
 
-fn client(api_url: &str) -> AppsClient {
-    AppsClient::new(api_url)
+pub(crate) fn client(api_url: &str) -> AppsClient {
+    AppsClient::with_tls(api_url, crate::tls::command_identity())
 }
 
 /// Prints one value: JSON, or the text `text` renders.
@@ -118,6 +121,7 @@ fn settings(args: &PushArgs, from_manifest: &ManifestApp) -> anyhow::Result<AppS
         memory_mb: args.memory.or(mb(from_manifest.memory)?),
         disk_mb: args.disk.or(mb(from_manifest.disk_quota)?),
         command: args.command.clone().or(from_manifest.command.clone()),
+        enable_ssh: args.no_ssh.then_some(false),
         ..Default::default()
     };
     let buildpacks = if !args.buildpacks.is_empty() {
@@ -290,7 +294,7 @@ async fn push_and_wait(
     let app = to_value(&api.app(name).await.map_err(api_failed)?)?;
     let guid = app["guid"].as_str().unwrap_or_default().to_string();
     // Staging's log on stderr while we wait, as cf shows it (subscribed before staging starts).
-    let logs = tokio::spawn(follow_staging_log(api.base_url().to_string(), guid));
+    let logs = tokio::spawn(follow_staging_log(api.logs(), guid));
     let outcome = async {
         let started = to_value(&api.start(name).await.map_err(api_failed)?)?;
         wait_running(api, name, &app, &started, timeout).await
@@ -300,8 +304,7 @@ async fn push_and_wait(
     outcome
 }
 
-async fn follow_staging_log(logs_url: String, guid: String) {
-    let client = diego_logs::LogClient::new(&logs_url);
+async fn follow_staging_log(client: diego_logs::LogClient, guid: String) {
     let Ok(stream) = client.stream(&guid, false).await else {
         return;
     };
@@ -595,7 +598,7 @@ pub async fn logs(api_url: &str, name: &str, recent: bool) -> anyhow::Result<()>
     let api = client(api_url);
     let app = to_value(&api.app(name).await?)?;
     let guid = app["guid"].as_str().unwrap_or_default().to_string();
-    let logs = diego_logs::LogClient::new(api.base_url());
+    let logs = api.logs();
     if recent {
         for line in logs.recent(&guid).await? {
             crate::commands::print_line(&log_line(&line))?;
@@ -707,7 +710,7 @@ pub async fn restage(api_url: &str, name: &str, timeout: Duration) -> anyhow::Re
     let api = client(api_url);
     let before = to_value(&api.app(name).await.map_err(api_failed)?)?;
     let guid = before["guid"].as_str().unwrap_or_default().to_string();
-    let logs = tokio::spawn(follow_staging_log(api.base_url().to_string(), guid));
+    let logs = tokio::spawn(follow_staging_log(api.logs(), guid));
     let outcome = async {
         let started = to_value(&api.restage(name).await.map_err(api_failed)?)?;
         wait_running(&api, name, &before, &started, timeout).await

@@ -30,7 +30,8 @@ pub struct BrainArgs {
     /// Address the brain's API (start requests, policy) listens on.
     #[arg(long, env = "DIEGO_BRAIN_LISTEN", default_value = "127.0.0.1:9016")]
     pub listen: SocketAddr,
-    /// The URL other components reach this brain at (default: http://LISTEN).
+    /// The URL other components reach this brain at (default: http://LISTEN, https:// with
+    /// mutual TLS).
     #[arg(long, env = "DIEGO_BRAIN_URL")]
     pub advertise_url: Option<String>,
     /// TTL of the auctioneer lock (e.g. 15s); renewed every third of it.
@@ -57,17 +58,20 @@ pub struct BrainArgs {
     pub policy_cache_dir: Option<PathBuf>,
 }
 
-pub async fn run(bbs_url: &str, args: BrainArgs) -> anyhow::Result<()> {
+pub async fn run(
+    bbs_url: &str,
+    args: BrainArgs,
+    tls: Option<diego_tls::Tls>,
+) -> anyhow::Result<()> {
     let shutdown = crate::roles::shutdown_on_signal();
-    let bbs = BbsClient::new(bbs_url);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let bbs = BbsClient::with_tls(bbs_url, tls.as_ref());
+    let listener = diego_tls::Listener::bind(args.listen, tls.as_ref())
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let bound = listener.local_addr().context("no local address")?;
-    let url = args
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+    let url = match &args.advertise_url {
+        Some(url) => diego_tls::with_scheme(url, tls.as_ref()),
+        None => listener.url().context("no local address")?,
+    };
 
     let cache_dir = args
         .policy_cache_dir
@@ -81,7 +85,7 @@ pub async fn run(bbs_url: &str, args: BrainArgs) -> anyhow::Result<()> {
     let auctioneer = Auctioneer::new(
         config,
         bbs.clone(),
-        Arc::new(HttpCells::new(args.cell_state_timeout)),
+        Arc::new(HttpCells::with_tls(args.cell_state_timeout, tls.as_ref())),
     )
     .await
     .context("cannot start the auctioneer")?;

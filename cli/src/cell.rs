@@ -140,6 +140,10 @@ pub struct CellArgs {
     /// Where apps', staging's and the cell's log lines go (an apps API's URL); none: not sent.
     #[arg(long, env = "DIEGO_LOGS_URL")]
     pub logs_url: Option<String>,
+    /// The secret the ssh proxy presents to open SSH sessions in this cell's instances (the
+    /// proxy's --ssh-secret); none: SSH sessions are refused.
+    #[arg(long, env = "DIEGO_SSH_SECRET", hide_env_values = true)]
+    pub ssh_secret: Option<String>,
 }
 
 pub fn parse_rootfs(s: &str) -> Result<(String, PathBuf), String> {
@@ -176,7 +180,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl CellArgs {
-    pub fn rep_config(&self, bbs_url: &str) -> anyhow::Result<diego_rep::Config> {
+    /// The rep's settings; with `tls`, its API serves mutual TLS and it presents `tls` to the
+    /// BBS, the log server and the blob store.
+    pub fn rep_config(
+        &self,
+        bbs_url: &str,
+        tls: Option<diego_tls::Tls>,
+    ) -> anyhow::Result<diego_rep::Config> {
         for (name, dir) in &self.rootfs {
             anyhow::ensure!(
                 dir.is_dir(),
@@ -200,7 +210,12 @@ impl CellArgs {
             liveness_interval: self.liveness_interval,
             evacuation_timeout: self.evacuation_timeout,
             bbs_url: bbs_url.to_string(),
-            logs_url: self.logs_url.clone(),
+            logs_url: self
+                .logs_url
+                .as_deref()
+                .map(|url| diego_tls::with_scheme(url, tls.as_ref())),
+            tls,
+            ssh_secret: self.ssh_secret.clone(),
             ..diego_rep::Config::default()
         };
         config.garden.init_bin = Some(init_helper(&self.data_dir.join("bin"))?);
@@ -209,8 +224,8 @@ impl CellArgs {
 }
 
 /// Runs `diego cell` until SIGTERM (then evacuates) or a drain finishes.
-pub async fn run(bbs_url: &str, args: CellArgs) -> anyhow::Result<()> {
-    let config = args.rep_config(bbs_url)?;
+pub async fn run(bbs_url: &str, args: CellArgs, tls: Option<diego_tls::Tls>) -> anyhow::Result<()> {
+    let config = args.rep_config(bbs_url, tls)?;
     if args.cleanup {
         return cleanup(&config).await;
     }

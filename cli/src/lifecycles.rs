@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::apps::Output;
 use anyhow::Context;
-use diego_apps_api::{AppsClient, LifecycleEntry};
+use diego_apps_api::LifecycleEntry;
 
 #[derive(Debug, clap::Args)]
 pub struct LifecyclesArgs {
@@ -30,7 +30,7 @@ enum LifecyclesCommand {
 }
 
 pub async fn run(api_url: &str, args: LifecyclesArgs) -> anyhow::Result<()> {
-    let api = AppsClient::new(api_url);
+    let api = crate::apps::client(api_url);
     match args.command {
         LifecyclesCommand::List => {
             let list = api.lifecycles().await?;

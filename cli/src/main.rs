@@ -1,11 +1,13 @@
 //! `diego`: one binary for every role of the platform and for the commands people type.
 //!
 //! Exit codes: 0 ok (also when the reader of the output goes away, as in `diego actual-lrps |
-//! head -1`) · 1 error · 2 usage · 3 not found · 4 refused (by a policy, by the BBS or the apps
-//! API: invalid request, over a limit, conflict; a push whose staging or start failed) · 12 BBS
-//! or apps API unreachable · 130 interrupted.
+//! head -1`) · 1 error · 2 usage · 3 not found · 4 refused (by a policy, by the BBS, the apps
+//! API or the ssh proxy: invalid request, over a limit, conflict; a push whose staging or start
+//! failed) · 12 BBS or apps API unreachable · 130 interrupted. `diego ssh` exits with the
+//! remote command's status.
 //!
-//! Logs go to stderr, in colour only when stderr is a terminal and `NO_COLOR` is not set.
+//! Logs go to stderr, in colour only when stderr is a terminal and `NO_COLOR` is not set, or
+//! as JSON lines with `--log-format json`. Every role serves Prometheus metrics at `/metrics`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +24,8 @@ mod manifest;
 mod platform;
 mod policy;
 mod roles;
+mod ssh;
+mod tls;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,12 +34,12 @@ mod roles;
     about = "Keep desired app instances and one-off tasks running on a fleet of cells"
 )]
 struct Cli {
-    /// The BBS to talk to.
+    /// The BBS to talk to (without a scheme: http://, or https:// with mutual TLS).
     #[arg(
         long,
         global = true,
         env = "DIEGO_ADDR",
-        default_value = "http://127.0.0.1:8889"
+        default_value = "127.0.0.1:8889"
     )]
     bbs_url: String,
     /// The apps API to talk to (`diego api`, or the one `diego dev` runs).
@@ -43,12 +47,24 @@ struct Cli {
         long,
         global = true,
         env = "DIEGO_API",
-        default_value = "http://127.0.0.1:8891"
+        default_value = "127.0.0.1:8891"
     )]
     api_url: String,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// Log filter, e.g. `info` or `diego_bbs=debug` (also RUST_LOG).
     #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
     log: String,
+    /// Log lines as text, or as one JSON object per line (each with its spans' fields, such as
+    /// the `request_id` that follows one placement through the BBS, the brain and a cell).
+    #[arg(
+        long,
+        global = true,
+        env = "DIEGO_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +83,11 @@ enum Command {
     Api(platform::ApiArgs),
     /// Run the HTTP router and its route emitter.
     Router(platform::RouterArgs),
+    /// Run the ssh proxy: SSH into app instances with one-time codes.
+    SshProxy(ssh::SshProxyArgs),
+    /// Make a CA and the roles' certificates for mutual TLS (again: new certificates from the
+    /// same CA, for rotation).
+    Certs(tls::CertsArgs),
     /// See and swap the auction policy at run time.
     Policy(policy::PolicyArgs),
     /// List, add and remove the lifecycles apps are staged and run with.
@@ -142,6 +163,15 @@ enum Command {
         key: String,
         value: String,
     },
+    /// Open a shell in an app's instance, run a command there (exiting with its status), or
+    /// forward local ports to it.
+    Ssh(ssh::SshArgs),
+    /// Print a one-time code to log in to an app's instance with a plain ssh client.
+    SshCode(ssh::SshCodeArgs),
+    /// Let users SSH into an app's instances.
+    EnableSsh { name: String },
+    /// Refuse SSH into an app's instances.
+    DisableSsh { name: String },
     /// Run a one-off task on an app's droplet.
     RunTask {
         name: String,
@@ -220,6 +250,13 @@ enum Command {
     StoreHealth,
 }
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// `-o text|json`.
 #[derive(Debug, clap::Args)]
 struct OutputArg {
@@ -241,11 +278,15 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(colour).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    // Before any role counts anything: what is counted before the recorder exists is lost.
+    diego_telemetry::install();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,6 +304,10 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.downcast_ref::<commands::OutputClosed>().is_some() => ExitCode::SUCCESS,
+        // `diego ssh` exits as the remote command did; the command said why already
+        Err(ref e) if let Some(ssh::RemoteExit(code)) = e.downcast_ref::<ssh::RemoteExit>() => {
+            ExitCode::from(*code)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(commands::exit_code(&e))
@@ -271,15 +316,31 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let bbs = diego_bbs_client::BbsClient::new(&cli.bbs_url);
-    let api = cli.api_url.as_str();
+    // Each role presents its own certificate; commands present `client`'s. `diego dev` picks
+    // one per role itself, and `diego certs` needs none.
+    let identity = match &cli.command {
+        Command::Dev(_) | Command::Certs(_) => None,
+        Command::Bbs(_) => cli.tls.load("bbs")?,
+        Command::Cell(_) => cli.tls.load("cell")?,
+        Command::Brain(_) => cli.tls.load("brain")?,
+        Command::Api(_) => cli.tls.load("api")?,
+        Command::Router(_) => cli.tls.load("router")?,
+        _ => cli.tls.load("client")?,
+    };
+    tls::set_command_identity(identity.clone());
+    let bbs_url = diego_tls::with_scheme(&cli.bbs_url, identity.as_ref());
+    let api_url = diego_tls::with_scheme(&cli.api_url, identity.as_ref());
+    let bbs = diego_bbs_client::BbsClient::with_tls(&bbs_url, identity.as_ref());
+    let api = api_url.as_str();
     match cli.command {
-        Command::Dev(args) => roles::dev(args).await,
-        Command::Bbs(args) => roles::bbs(args).await,
-        Command::Cell(args) => cell::run(&cli.bbs_url, args).await,
-        Command::Brain(args) => brain::run(&cli.bbs_url, args).await,
-        Command::Api(args) => platform::api(&cli.bbs_url, args).await,
-        Command::Router(args) => platform::router(&cli.bbs_url, args).await,
+        Command::Dev(args) => roles::dev(args, &cli.tls).await,
+        Command::Certs(args) => tls::certs(args),
+        Command::Bbs(args) => roles::bbs(args, identity).await,
+        Command::Cell(args) => cell::run(&bbs_url, args, identity).await,
+        Command::Brain(args) => brain::run(&bbs_url, args, identity).await,
+        Command::Api(args) => platform::api(&bbs_url, args, identity).await,
+        Command::Router(args) => platform::router(&bbs_url, args, identity).await,
+        Command::SshProxy(args) => ssh::proxy(&bbs_url, args, identity).await,
         Command::Policy(args) => policy::run(&bbs, args).await,
         Command::Push { args, output } => apps::push(api, args, output.output).await,
         Command::Apps { output } => apps::apps(api, output.output).await,
@@ -295,6 +356,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { name, output } => apps::events(api, &name, output.output).await,
         Command::Env { name, output } => apps::env(api, &name, output.output).await,
         Command::SetEnv { name, key, value } => apps::set_env(api, &name, &key, &value).await,
+        Command::Ssh(args) => ssh::ssh(api, args).await,
+        Command::SshCode(args) => ssh::ssh_code(api, args).await,
+        Command::EnableSsh { name } => ssh::set_ssh(api, &name, true).await,
+        Command::DisableSsh { name } => ssh::set_ssh(api, &name, false).await,
         Command::RunTask {
             name,
             command,

@@ -15,7 +15,8 @@ pub struct ApiArgs {
     /// Address the API (and the blob store and log server) listens on.
     #[arg(long, default_value = "127.0.0.1:8891")]
     pub listen: SocketAddr,
-    /// This API's URL as cells and the BBS reach it (default: http://LISTEN).
+    /// This API's URL as cells and the BBS reach it (default: http://LISTEN, https:// with
+    /// mutual TLS).
     #[arg(long)]
     pub public_url: Option<String>,
     /// Where apps' records, blobs and logs' spool live.
@@ -51,26 +52,28 @@ pub struct RouterArgs {
     pub sync_interval: Duration,
 }
 
-pub async fn api(bbs_url: &str, args: ApiArgs) -> anyhow::Result<()> {
+pub async fn api(bbs_url: &str, args: ApiArgs, tls: Option<diego_tls::Tls>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = crate::roles::shutdown_on_signal();
-    serve_api(listener, bbs_url, &args, shutdown).await
+    serve_api(listener, bbs_url, &args, tls, shutdown).await
 }
 
-/// Serves the apps API, the blob store and the log server on `listener` until `shutdown`.
+/// Serves the apps API, the blob store and the log server on `listener` until `shutdown`;
+/// with `tls`, over mutual TLS (cells download, upload and log with their certificates).
 pub async fn serve_api(
     listener: tokio::net::TcpListener,
     bbs_url: &str,
     args: &ApiArgs,
+    tls: Option<diego_tls::Tls>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
-    let url = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let listener = diego_tls::Listener::new(listener, tls.as_ref());
+    let url = match &args.public_url {
+        Some(url) => diego_tls::with_scheme(url, tls.as_ref()),
+        None => listener.url()?,
+    };
     let blobs = diego_blobstore::BlobStore::open(args.data_dir.join("blobs"))
         .with_context(|| format!("cannot open the blob store in {}", args.data_dir.display()))?;
     let logs = diego_logs::LogServer::new(Default::default());
@@ -79,13 +82,17 @@ pub async fn serve_api(
     config.domain = args.domain.clone();
     config.router_port = args.router_port;
     config.sync_interval = args.sync_interval;
+    config.tls = tls;
     let apps = diego_apps_api::AppsApi::open(config).with_context(|| {
         format!(
             "cannot open the apps API's records in {}",
             args.data_dir.display()
         )
     })?;
-    let app = apps.router().merge(blobs.router()).merge(logs.router());
+    let app = diego_telemetry::instrument(
+        apps.router().merge(blobs.router()).merge(logs.router()),
+        "api",
+    );
     let background = {
         let apps = apps.clone();
         let token = shutdown.clone();
@@ -100,7 +107,11 @@ pub async fn serve_api(
     Ok(())
 }
 
-pub async fn router(bbs_url: &str, args: RouterArgs) -> anyhow::Result<()> {
+pub async fn router(
+    bbs_url: &str,
+    args: RouterArgs,
+    tls: Option<diego_tls::Tls>,
+) -> anyhow::Result<()> {
     let proxy = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -108,18 +119,22 @@ pub async fn router(bbs_url: &str, args: RouterArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
     let shutdown = crate::roles::shutdown_on_signal();
-    serve_router(proxy, admin, bbs_url, &args, shutdown).await
+    serve_router(proxy, admin, bbs_url, &args, tls, shutdown).await
 }
 
-/// Serves the router's proxy and admin API and runs its route emitter until `shutdown`.
+/// Serves the router's proxy and admin API and runs its route emitter until `shutdown`. With
+/// `tls` the admin API (internal) serves mutual TLS and the emitter and access logs present
+/// it; the proxy stays plain HTTP, as Diego's gorouter front does.
 pub async fn serve_router(
     proxy: tokio::net::TcpListener,
     admin: tokio::net::TcpListener,
     bbs_url: &str,
     args: &RouterArgs,
+    tls: Option<diego_tls::Tls>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let admin_url = format!("http://{}", admin.local_addr()?);
+    let admin = diego_tls::Listener::new(admin, tls.as_ref());
+    let admin_url = admin.url()?;
     let config = diego_router::RouterConfig {
         index: args.index,
         ..Default::default()
@@ -127,16 +142,20 @@ pub async fn serve_router(
     let router = match &args.logs_url {
         Some(url) => diego_router::Router::with_access_log(
             config,
-            Arc::new(diego_logs::LogSender::spawn(url)),
+            Arc::new(diego_logs::LogSender::spawn_with_tls(
+                &diego_tls::with_scheme(url, tls.as_ref()),
+                tls.as_ref(),
+            )),
         ),
         None => diego_router::Router::new(config),
     };
     let emitter = diego_route_emitter::RouteEmitter::new(
-        diego_bbs_client::BbsClient::new(bbs_url),
+        diego_bbs_client::BbsClient::with_tls(bbs_url, tls.as_ref()),
         vec![admin_url],
         diego_route_emitter::EmitterConfig {
             sync_interval: args.sync_interval,
             emitter_id: format!("route-emitter-{}", args.index),
+            tls: tls.clone(),
             ..Default::default()
         },
     );

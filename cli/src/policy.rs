@@ -41,8 +41,9 @@ pub async fn run(bbs: &BbsClient, args: PolicyArgs) -> anyhow::Result<()> {
         Some(url) => url,
         None => active_brain(bbs).await?,
     };
-    let brain = brain.trim_end_matches('/').to_string();
-    let http = reqwest::Client::builder()
+    let identity = crate::tls::command_identity();
+    let brain = diego_tls::with_scheme(brain.trim_end_matches('/'), identity);
+    let http = diego_tls::client_builder(identity)
         .timeout(Duration::from_secs(60))
         .build()
         .context("cannot build an HTTP client")?;

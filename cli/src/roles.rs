@@ -106,9 +106,20 @@ pub struct DevArgs {
     /// Address of the router's registration API.
     #[arg(long, default_value = "127.0.0.1:8892")]
     router_admin_listen: SocketAddr,
+    /// Address of the ssh proxy (`diego ssh APP`, or `ssh` with a `diego ssh-code`).
+    #[arg(long, default_value = "127.0.0.1:2222")]
+    ssh_listen: SocketAddr,
+    /// Address of the ssh proxy's HTTP API (one-time codes).
+    #[arg(long, default_value = crate::ssh::DEFAULT_PROXY_API)]
+    ssh_admin_listen: SocketAddr,
     /// Apps are at http://NAME.DOMAIN:ROUTER-PORT (`*.localhost` names loopback).
     #[arg(long, default_value = "localhost")]
     domain: String,
+    /// Mutual TLS between the parts, as in production: a CA and a certificate per role are
+    /// made in DATA_DIR/tls (or --tls-dir) on the first start and kept. The router's proxy
+    /// stays plain HTTP.
+    #[arg(long)]
+    tls: bool,
     #[command(flatten)]
     tuning: BbsTuning,
 }
@@ -166,7 +177,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
+pub async fn bbs(args: BbsArgs, tls: Option<diego_tls::Tls>) -> anyhow::Result<()> {
     let data_dir = args
         .store
         .data_dir
@@ -175,7 +186,10 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store, &data_dir).await?;
     let mut config = diego_bbs::Config {
         listen: args.listen,
-        auctioneer_url: args.auctioneer_url,
+        auctioneer_url: args
+            .auctioneer_url
+            .map(|url| diego_tls::with_scheme(&url, tls.as_ref())),
+        tls,
         ..Default::default()
     };
     args.tuning.apply(&mut config);
@@ -184,7 +198,7 @@ pub async fn bbs(args: BbsArgs) -> anyhow::Result<()> {
         .context("the BBS stopped")
 }
 
-pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+pub async fn dev(args: DevArgs, tls: &crate::tls::TlsArgs) -> anyhow::Result<()> {
     let temp;
     let data_dir = match (&args.store.data_dir, args.ephemeral) {
         (Some(dir), _) => dir.clone(),
@@ -215,6 +229,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         rootfs.push(("cflinuxfs4".into(), crate::cell::stack_rootfs().await?));
     }
 
+    let (tls, tls_dir) = dev_tls(&args, tls, &data_dir, cells)?;
+    let identity = |name: &str| tls.load(name);
+    let bbs_tls = identity("bbs")?;
+    let scheme = diego_tls::scheme(bbs_tls.as_ref());
+
     let store = open_store(&args.store, &data_dir.join("bbs")).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -225,10 +244,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             )
         })?;
     let bbs_addr = listener.local_addr()?;
-    let url = format!("http://{bbs_addr}");
+    let url = format!("{scheme}://{bbs_addr}");
     let shutdown = shutdown_on_signal();
     let mut bbs_config = diego_bbs::Config {
         listen: bbs_addr,
+        tls: bbs_tls,
         ..Default::default()
     };
     args.tuning.apply(&mut bbs_config);
@@ -254,7 +274,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "5s",
     ])?;
     let brain_url = url.clone();
-    let brain = tokio::spawn(async move { crate::brain::run(&brain_url, brain_args).await });
+    let brain_tls = identity("brain")?;
+    let brain =
+        tokio::spawn(async move { crate::brain::run(&brain_url, brain_args, brain_tls).await });
 
     // The apps API (with the blob store and the log server) and the router with its emitter.
     let api_listener = tokio::net::TcpListener::bind(args.api_listen)
@@ -271,7 +293,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 args.router_admin_listen
             )
         })?;
-    let api_url = format!("http://{}", api_listener.local_addr()?);
+    let api_url = format!("{scheme}://{}", api_listener.local_addr()?);
     let router_addr = router_listener.local_addr()?;
     let api_args = crate::platform::ApiArgs {
         listen: args.api_listen,
@@ -292,18 +314,57 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let platform_shutdown = CancellationToken::new();
     let api = {
         let (url, token) = (url.clone(), platform_shutdown.clone());
+        let tls = identity("api")?;
         tokio::spawn(async move {
-            crate::platform::serve_api(api_listener, &url, &api_args, token).await
+            crate::platform::serve_api(api_listener, &url, &api_args, tls, token).await
         })
     };
     let router = {
         let (url, token) = (url.clone(), platform_shutdown.clone());
+        let tls = identity("router")?;
         tokio::spawn(async move {
             crate::platform::serve_router(
                 router_listener,
                 router_admin_listener,
                 &url,
                 &router_args,
+                tls,
+                token,
+            )
+            .await
+        })
+    };
+    // The ssh proxy, and the secret it shares with the cells (made afresh on every start).
+    let ssh_secret = crate::ssh::dev_secret();
+    let ssh_listener = tokio::net::TcpListener::bind(args.ssh_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the ssh proxy", args.ssh_listen))?;
+    let ssh_admin_listener = tokio::net::TcpListener::bind(args.ssh_admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the ssh proxy's API",
+                args.ssh_admin_listen
+            )
+        })?;
+    let ssh_addr = ssh_listener.local_addr()?;
+    let ssh_args = crate::ssh::SshProxyArgs {
+        listen: ssh_addr,
+        admin_listen: ssh_admin_listener.local_addr()?,
+        data_dir: data_dir.join("ssh-proxy"),
+        ssh_secret: ssh_secret.clone(),
+        public_endpoint: None,
+    };
+    let ssh_proxy = {
+        let (url, token) = (url.clone(), platform_shutdown.clone());
+        let tls = identity("client")?;
+        tokio::spawn(async move {
+            crate::ssh::serve_proxy(
+                ssh_listener,
+                ssh_admin_listener,
+                &url,
+                &ssh_args,
+                tls,
                 token,
             )
             .await
@@ -330,18 +391,28 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             evacuation_timeout: Duration::from_secs(2),
             cleanup: false,
             logs_url: Some(api_url.clone()),
+            ssh_secret: Some(ssh_secret.clone()),
         };
-        let config = cell.rep_config(&url)?;
+        let config = cell.rep_config(&url, identity(&format!("cell-{i}"))?)?;
         let token = shutdown.clone();
         cell_tasks.push(tokio::spawn(
             async move { diego_rep::run(config, token).await },
         ));
     }
     eprintln!(
-        "\ndiego dev {version}\n  BBS      {url}   (OpenAPI: {url}/v1/openapi.json)\n  brain    http://{brain_addr}\n  apps API {api_url}   (blob store, logs)\n  router   http://{router_addr}   (apps at http://NAME.{domain}:{router_port})\n  cells    {cells}{rootfs_note}\n  store    {store}\n\nTry:\n  diego create-buildpack python lifecycles/buildpacks/python\n  diego push hello -p lifecycles/test-apps/python-web\n  curl http://hello.{domain}:{router_port}/\n  diego app hello; diego logs hello --recent\n  diego desire-lrp examples/lrp.json; diego actual-lrps; diego policy get\n",
+        "\ndiego dev {version}\n  BBS      {url}   (OpenAPI: {url}/v1/openapi.json)\n  brain    {scheme}://{brain_addr}\n  apps API {api_url}   (blob store, logs)\n  router   http://{router_addr}   (apps at http://NAME.{domain}:{router_port})\n  ssh      {ssh_addr}   (diego ssh APP; or ssh -p {ssh_port} PROCESS-GUID/0@{ssh_host} with a `diego ssh-code APP`)\n  cells    {cells}{rootfs_note}\n  store    {store}{tls_note}\n\nTry:\n  diego create-buildpack python lifecycles/buildpacks/python\n  diego push hello -p lifecycles/test-apps/python-web\n  curl http://hello.{domain}:{router_port}/\n  diego ssh hello\n  diego app hello; diego logs hello --recent\n  diego desire-lrp examples/lrp.json; diego actual-lrps; diego policy get\n",
         domain = args.domain,
         router_port = router_addr.port(),
+        ssh_port = ssh_addr.port(),
+        ssh_host = ssh_addr.ip(),
         version = env!("CARGO_PKG_VERSION"),
+        tls_note = match &tls_dir {
+            Some(dir) => format!(
+                "\n  tls      mutual TLS, certificates in {dir} (the router's proxy is plain HTTP)\n\nFirst, where you type the commands below:\n  export DIEGO_TLS_DIR={dir}",
+                dir = dir.display()
+            ),
+            None => String::new(),
+        },
         rootfs_note = if cells > 0 {
             format!(
                 " (rootfs: {})",
@@ -387,7 +458,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         tracing::warn!("cells did not stop within 5 s; stopping anyway");
     }
     platform_shutdown.cancel();
-    for (what, task) in [("the apps API", api), ("the router", router)] {
+    for (what, task) in [
+        ("the apps API", api),
+        ("the router", router),
+        ("the ssh proxy", ssh_proxy),
+    ] {
         match tokio::time::timeout(Duration::from_secs(5), task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::error!(error = %format!("{e:#}"), "{what} stopped"),
@@ -400,6 +475,49 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     bbs.await
         .context("the BBS task failed")?
         .context("the BBS stopped")
+}
+
+/// The TLS flags `diego dev`'s roles run with, and the directory it keeps certificates in.
+/// With `--tls` (or `--tls-dir`), a CA and one certificate per role and per cell are made in
+/// DATA_DIR/tls (or `--tls-dir`) on the first start and kept; explicit `--tls-ca`,
+/// `--tls-cert` and `--tls-key` are used as they are, by every role.
+fn dev_tls(
+    args: &DevArgs,
+    given: &crate::tls::TlsArgs,
+    data_dir: &std::path::Path,
+    cells: usize,
+) -> anyhow::Result<(crate::tls::TlsArgs, Option<PathBuf>)> {
+    if !args.tls && !given.enabled() {
+        return Ok((given.clone(), None));
+    }
+    if given.tls_dir.is_none() && given.enabled() {
+        return Ok((given.clone(), None));
+    }
+    let dir = given
+        .tls_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("tls"));
+    let mut hosts: Vec<String> = vec!["127.0.0.1".into(), "localhost".into(), "::1".into()];
+    let listens = [
+        Some(args.listen),
+        args.brain_listen,
+        Some(args.api_listen),
+        Some(args.router_admin_listen),
+    ];
+    for addr in listens.into_iter().flatten() {
+        if !addr.ip().is_unspecified() {
+            hosts.push(addr.ip().to_string());
+        }
+    }
+    // Dev cells listen on 127.0.0.(10+i).
+    let cell_ips: Vec<String> = (0..cells).map(|i| format!("127.0.0.{}", 10 + i)).collect();
+    crate::tls::dev_certs(&dir, hosts, &cell_ips)?;
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let tls = crate::tls::TlsArgs {
+        tls_dir: Some(dir.clone()),
+        ..given.clone()
+    };
+    Ok((tls, Some(dir)))
 }
 
 /// The brain's flags as `diego brain` would parse them.

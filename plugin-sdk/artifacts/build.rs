@@ -28,7 +28,10 @@ const GUESTS: &[(&str, &str)] = &[
     ("TEST_AUCTION01", "diego_test_guest_auction01"),
     ("TEST_LIFECYCLE_FAULTY", "diego_test_guest_lifecycle_faulty"),
     ("TEST_LIFECYCLE_MAJOR9", "diego_test_guest_lifecycle_major9"),
-    ("TEST_LIFECYCLE_MISBEHAVING", "diego_test_guest_lifecycle_misbehaving"),
+    (
+        "TEST_LIFECYCLE_MISBEHAVING",
+        "diego_test_guest_lifecycle_misbehaving",
+    ),
 ];
 
 fn main() {

@@ -15,6 +15,7 @@ use diego_model::{
     ActualLrp, ActualLrpKey, BbsError, CellPresence, DesiredLrp, DesiredLrpSchedulingInfo,
     ErrorType, Event, LifecycleRecord, LifecycleVersion, Task,
 };
+use diego_telemetry::PropagateRequestId as _;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -80,10 +81,19 @@ pub struct BbsClient {
 impl BbsClient {
     /// A client for the BBS at `base_url` (e.g. `http://127.0.0.1:8889`).
     pub fn new(base_url: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_tls(base_url, None)
+    }
+
+    /// A client for the BBS at `base_url` (`https://…` for a BBS serving mutual TLS) that
+    /// presents `tls`'s identity and trusts only its CA.
+    pub fn with_tls(base_url: impl Into<String>, tls: Option<&diego_tls::Tls>) -> Self {
+        let http = diego_tls::client_builder(tls)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot configure the BBS client; using a default one");
+                reqwest::Client::new()
+            });
         Self {
             http,
             base: base_url.into().trim_end_matches('/').to_string(),
@@ -105,12 +115,13 @@ impl BbsClient {
             .http
             .post(&url)
             .timeout(Duration::from_secs(60))
+            .propagate_request_id()
             .json(request)
             .send()
             .await
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),
-                message: e.to_string(),
+                message: diego_tls::error_chain(&e),
             })?;
         decode_response(route, response).await
     }
@@ -520,6 +531,7 @@ impl BbsClient {
             .http
             .get(&url)
             .timeout(Duration::from_secs(30))
+            .propagate_request_id()
             .send()
             .await
             .map_err(|e| ClientError::Transport {

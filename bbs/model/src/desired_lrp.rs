@@ -18,6 +18,10 @@ pub const MAX_ROUTES_BYTES: usize = 128 * 1024;
 /// `routes`: router name (e.g. `cf-router`) to that router's JSON.
 pub type Routes = BTreeMap<String, serde_json::Value>;
 
+/// The `routes` key whose presence lets users SSH into the LRP's instances (Diego's
+/// `diego-ssh`, which the CC-bridge sets when the app has SSH enabled).
+pub const SSH_ROUTES_KEY: &str = "diego-ssh";
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvironmentVariable {

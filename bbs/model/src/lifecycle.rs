@@ -82,7 +82,11 @@ impl LifecycleVersion {
         let text = |field: &str, value: &str, p: &mut Problems| {
             p.check(
                 value.len() <= MAX_TEXT_LEN && !value.chars().any(char::is_control),
-                || format!("{field} must be at most {MAX_TEXT_LEN} bytes without control characters"),
+                || {
+                    format!(
+                        "{field} must be at most {MAX_TEXT_LEN} bytes without control characters"
+                    )
+                },
             );
         };
         p.check(!self.version.trim().is_empty(), || {
@@ -125,7 +129,16 @@ mod tests {
     fn names_are_dns_labels_and_not_builtins() {
         assert!(problems("static-site").is_empty());
         assert!(problems("a1").is_empty());
-        for bad in ["", "Static", "a/b", "-a", "a-", "docker", "buildpack", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Static",
+            "a/b",
+            "-a",
+            "a-",
+            "docker",
+            "buildpack",
+            &"a".repeat(64),
+        ] {
             assert!(!problems(bad).is_empty(), "{bad:?} is refused");
         }
     }
@@ -146,6 +159,9 @@ mod tests {
         let mut p = Problems::new();
         v.validate_into(&mut p);
         let message = p.into_request_result().unwrap_err().message;
-        assert!(message.contains("sha256") && message.contains("url"), "{message}");
+        assert!(
+            message.contains("sha256") && message.contains("url"),
+            "{message}"
+        );
     }
 }

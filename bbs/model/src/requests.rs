@@ -629,6 +629,42 @@ pub struct ConvergeResponse {
     pub tasks_pruned: u32,
     /// Completion callbacks retried.
     pub callbacks_retried: u32,
+    /// What the pass found, before repairing (Diego's convergence metrics).
+    pub lrps: LrpCounts,
+}
+
+impl ConvergeResponse {
+    /// The repairs alone, the counts set aside: `ConvergeResponse::default()` when the pass
+    /// changed nothing.
+    pub fn repairs(&self) -> ConvergeResponse {
+        ConvergeResponse {
+            lrps: LrpCounts::default(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The LRPs a convergence pass found, as Diego's BBS reports them after each pass (`LRPsDesired`,
+/// `LRPsRunning`, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LrpCounts {
+    /// Instances desired, summed over every desired LRP.
+    pub desired: u32,
+    /// Ordinary actual LRPs by state.
+    pub running: u32,
+    pub claimed: u32,
+    pub unclaimed: u32,
+    pub crashed: u32,
+    /// Desired instances without an actual LRP.
+    pub missing: u32,
+    /// Actual LRPs at an index beyond their desired instances, or of no desired LRP.
+    pub extra: u32,
+    /// Desired LRPs with at least one crashed instance.
+    pub crashing_desired: u32,
+    /// Suspect actual LRPs (on a lost cell, kept while a replacement is placed) by state.
+    pub suspect_running: u32,
+    pub suspect_claimed: u32,
 }
 
 /// The auction policy an operator chose, kept in the BBS so a restarted or failed-over brain

@@ -945,14 +945,14 @@ pub fn openapi() -> OpenApi {
         .build()
 }
 
-/// The API router, ready to serve.
+/// The API router, ready to serve, with `GET /metrics` (see `diego_telemetry`).
 pub fn router(bbs: Arc<Bbs>) -> Router {
     let mut router = Router::new();
     for route in routes() {
         router = router.route(route.path, route.handler);
     }
     let spec = Arc::new(openapi());
-    router
+    let router = router
         .route(
             "/v1/openapi.json",
             get(move || async move { axum::Json(spec.as_ref().clone()) }),
@@ -986,7 +986,10 @@ pub fn router(bbs: Arc<Bbs>) -> Router {
             },
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(bbs)
+        .with_state(bbs);
+    // Diego's route names are these paths (`/v1/desired_lrp/desire.r2` is
+    // `DesireDesiredLRPRoute_r2`), so they are the `route` label as they are.
+    diego_telemetry::instrument(router, "bbs")
 }
 
 impl std::fmt::Debug for Route {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diego_model::requests::ConvergeResponse;
+use diego_model::requests::{ConvergeResponse, LrpCounts};
 use diego_model::{
     ActualLrp, ActualLrpKey, ActualLrpState, BbsError, ErrorType, LrpStartRequest,
     PlacementConstraint, Presence, Resource, TaskStartRequest, TaskState, Timestamp,
@@ -260,7 +260,7 @@ impl Bbs {
             .await?;
         response.missing_cells = missing_cells.into_iter().collect();
         // A pass that repaired nothing is routine: keep it out of the info log.
-        let level_info = response != ConvergeResponse::default();
+        let level_info = response.repairs() != ConvergeResponse::default();
         macro_rules! report {
             ($level:ident) => {
                 tracing::$level!(
@@ -325,6 +325,10 @@ impl Bbs {
         let mut repairs = Vec::new();
         let mut create_budget = MAX_CREATES_PER_PASS;
         let mut seen: HashSet<&str> = HashSet::new();
+        let counts = &mut response.lrps;
+        for d in desired.values() {
+            counts.desired += count(d.instances.max(0));
+        }
         // The listing is in key order, so one process guid's rows are contiguous.
         for group in actuals.chunk_by(|a, b| a.view.process_guid == b.view.process_guid) {
             let guid = group[0].view.process_guid.as_str();
@@ -339,6 +343,7 @@ impl Bbs {
                 }
             }
             let desired = desired.get(guid);
+            count_group(counts, desired, &by_index);
             // Indices whose suspect becomes ORDINARY again this pass: not missing.
             let mut promoted = HashSet::new();
             for (&index, slots) in &by_index {
@@ -430,6 +435,11 @@ impl Bbs {
                     promoted.contains(&index)
                         || by_index.get(&index).is_some_and(|s| s.ordinary.is_some())
                 };
+                counts.missing += count(
+                    (0..desired.instances.max(0))
+                        .filter(|&i| !present(i))
+                        .count(),
+                );
                 let indices = missing_indices(desired.instances, present, &mut create_budget);
                 if !indices.is_empty() {
                     repairs.push(LrpRepair::Create { desired, indices });
@@ -438,6 +448,7 @@ impl Bbs {
         }
         for (guid, desired) in &desired {
             if !seen.contains(guid.as_str()) {
+                counts.missing += count(desired.instances.max(0));
                 let indices = missing_indices(desired.instances, |_| false, &mut create_budget);
                 if !indices.is_empty() {
                     repairs.push(LrpRepair::Create { desired, indices });
@@ -831,6 +842,43 @@ impl Bbs {
 
 /// The indices in `0..instances` that are not `present`, at most `budget` of them; the budget
 /// goes down by what is returned.
+/// A count for the response (saturating: the counts are for metrics).
+fn count(n: impl TryInto<u32>) -> u32 {
+    n.try_into().unwrap_or(u32::MAX)
+}
+
+/// Counts one process guid's rows (Diego's convergence metrics).
+fn count_group(counts: &mut LrpCounts, desired: Option<&DesiredView>, rows: &BTreeMap<i32, Slots>) {
+    let mut crashing = false;
+    for (&index, slots) in rows {
+        if let Some(ordinary) = slots.ordinary {
+            let extra = desired.is_none_or(|d| index >= d.instances);
+            match ordinary.view.state {
+                ActualLrpState::Unclaimed => counts.unclaimed += 1,
+                ActualLrpState::Claimed => counts.claimed += 1,
+                ActualLrpState::Running => counts.running += 1,
+                ActualLrpState::Crashed => {
+                    counts.crashed += 1;
+                    crashing |= !extra;
+                }
+            }
+            if extra {
+                counts.extra += 1;
+            }
+        }
+        if let Some(suspect) = slots.suspect {
+            match suspect.view.state {
+                ActualLrpState::Running => counts.suspect_running += 1,
+                ActualLrpState::Claimed => counts.suspect_claimed += 1,
+                _ => {}
+            }
+        }
+    }
+    if crashing {
+        counts.crashing_desired += 1;
+    }
+}
+
 fn missing_indices(instances: i32, present: impl Fn(i32) -> bool, budget: &mut usize) -> Vec<i32> {
     let mut missing = Vec::new();
     for index in 0..instances.max(0) {

@@ -14,6 +14,7 @@ use diego_model::{
 };
 use diego_store::Store;
 use diego_store::lock::{self, LockError};
+use diego_telemetry::PropagateRequestId as _;
 use serde::Serialize;
 
 use crate::keys;
@@ -46,8 +47,13 @@ enum PostError {
 }
 
 impl External {
-    pub fn new(auctioneer_url: Option<String>, timeout: Duration, store: Arc<dyn Store>) -> Self {
-        let http = reqwest::Client::builder().timeout(timeout).build().unwrap_or_else(|e| {
+    pub fn new(
+        auctioneer_url: Option<String>,
+        timeout: Duration,
+        tls: Option<&diego_tls::Tls>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let http = diego_tls::client_builder(tls).timeout(timeout).build().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot configure an HTTP client; using the default one");
             reqwest::Client::new()
         });
@@ -71,14 +77,19 @@ impl External {
         }
         let requests = vec![LrpStartRequest::new(lrp, indices)];
         let this = self.clone();
-        tokio::spawn(async move { this.post_lrp_auctions(requests).await });
+        // The request that asked for it is the placement's id all the way to the rep.
+        tokio::spawn(diego_telemetry::propagate(async move {
+            this.post_lrp_auctions(requests).await
+        }));
     }
 
     /// Asks the auctioneer to place a task (Diego's `TaskStartRequest`), in the background.
     pub fn request_task_auction(&self, task: &Task) {
         let requests = vec![TaskStartRequest::new(task)];
         let this = self.clone();
-        tokio::spawn(async move { this.post_task_auctions(requests).await });
+        tokio::spawn(diego_telemetry::propagate(async move {
+            this.post_task_auctions(requests).await
+        }));
     }
 
     /// Posts start requests to the auctioneer, [`AUCTION_BATCH`] per post, and waits for the
@@ -137,7 +148,14 @@ impl External {
         body: &[T],
     ) -> Result<(), PostError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
-        match self.http.post(&url).json(body).send().await {
+        match self
+            .http
+            .post(&url)
+            .propagate_request_id()
+            .json(body)
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => Ok(()),
             // A brain that lost its lock may still answer, refusing work: look again too.
             Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => Err(
@@ -223,7 +241,7 @@ impl External {
     async fn post_with_retries(&self, url: &str) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 0..REP_ATTEMPTS {
-            match self.http.post(url).send().await {
+            match self.http.post(url).propagate_request_id().send().await {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => last = format!("{url} answered {}", r.status()),
                 Err(e) => last = format!("{url}: {e}"),

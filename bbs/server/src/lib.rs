@@ -80,6 +80,9 @@ pub struct Config {
     /// server stops anyway. Writes are acknowledged only once durable, so cutting a request
     /// short loses nothing acknowledged; what it left half done the converger finishes.
     pub shutdown_grace: Duration,
+    /// Mutual TLS: the API asks every client for a certificate signed by this identity's CA,
+    /// and calls to the auctioneer, reps and callbacks present it. `None`: plain HTTP.
+    pub tls: Option<diego_tls::Tls>,
 }
 
 impl Default for Config {
@@ -99,6 +102,7 @@ impl Default for Config {
             max_subscribers: 1024,
             max_concurrent_listings: 4,
             shutdown_grace: Duration::from_secs(3),
+            tls: None,
         }
     }
 }
@@ -142,6 +146,7 @@ impl Bbs {
         let external = external::External::new(
             config.auctioneer_url.clone(),
             config.http_timeout,
+            config.tls.as_ref(),
             store.clone(),
         );
         let subscribers = Arc::new(tokio::sync::Semaphore::new(config.max_subscribers.max(1)));
@@ -196,10 +201,12 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let listener = diego_tls::Listener::new(listener, config.tls.as_ref());
     let addr = listener.local_addr().map_err(Error::Serve)?;
     let grace = config.shutdown_grace;
+    let tls = listener.is_tls();
     let bbs = Bbs::with_shutdown(store, config, shutdown.child_token());
-    tracing::info!(%addr, "bbs listening");
+    tracing::info!(%addr, mutual_tls = tls, "bbs listening");
     let server = axum::serve(listener, router(bbs))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

@@ -177,7 +177,7 @@ const POLICY_BODY_LIMIT: usize = 24 << 20;
 const START_BODY_LIMIT: usize = 16 << 20;
 
 pub(crate) fn router(auctioneer: Arc<Auctioneer>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v1/ping", get(|| async { StatusCode::OK }))
         .route("/v1/lrps", post(lrps))
         .route("/v1/tasks", post(tasks))
@@ -190,7 +190,8 @@ pub(crate) fn router(auctioneer: Arc<Auctioneer>) -> Router {
                 .route("/v1/policy/try", post(policy_try))
                 .layer(DefaultBodyLimit::max(POLICY_BODY_LIMIT)),
         )
-        .with_state(auctioneer)
+        .with_state(auctioneer);
+    diego_telemetry::instrument(api, "brain")
 }
 
 async fn lrps(State(a): State<Arc<Auctioneer>>, body: Bytes) -> Result<StatusCode, ApiError> {

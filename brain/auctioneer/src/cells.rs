@@ -31,7 +31,12 @@ pub struct HttpCells {
 impl HttpCells {
     /// `timeout` bounds every call to a rep (Diego's `cell_state_timeout`, 10 s).
     pub fn new(timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_tls(timeout, None)
+    }
+
+    /// As [`HttpCells::new`], presenting `tls`'s identity to reps serving mutual TLS.
+    pub fn with_tls(timeout: Duration, tls: Option<&diego_tls::Tls>) -> Self {
+        let http = diego_tls::client_builder(tls)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()

@@ -134,6 +134,8 @@ pub struct Auctioneer {
     queue: WorkQueue,
     policies: Policies,
     role: Mutex<Role>,
+    /// The policy labels `AuctioneerPolicyActive` was last set to 1 for.
+    published_policy: Mutex<Option<[String; 3]>>,
 }
 
 impl Auctioneer {
@@ -149,14 +151,17 @@ impl Auctioneer {
         let host = Host::new(host_config)?;
         let registry = PolicyRegistry::new(config.registry.clone());
         let policies = Policies::new(host, registry, config.policy_limits.clone()).await?;
-        Ok(Arc::new(Auctioneer {
+        let auctioneer = Arc::new(Auctioneer {
             config,
             bbs,
             cells,
             queue: WorkQueue::default(),
             policies,
             role: Mutex::new(Role::Standby { active_url: None }),
-        }))
+            published_policy: Mutex::new(None),
+        });
+        diego_telemetry::on_scrape(&auctioneer, Auctioneer::publish_status);
+        Ok(auctioneer)
     }
 
     pub fn config(&self) -> &AuctioneerConfig {
@@ -168,13 +173,14 @@ impl Auctioneer {
         api::router(self.clone())
     }
 
-    /// Serves the HTTP API on `listener` until `shutdown`, then finishes in-flight requests.
+    /// Serves the HTTP API on `listener` (a `TcpListener`, or a [`diego_tls::Listener`] for
+    /// mutual TLS) until `shutdown`, then finishes in-flight requests.
     pub async fn serve(
         self: Arc<Self>,
-        listener: tokio::net::TcpListener,
+        listener: impl Into<diego_tls::Listener>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
+        axum::serve(listener.into(), self.router())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }
@@ -225,12 +231,20 @@ impl Auctioneer {
     /// Queues LRP start requests (every index of each); answers how many instances were new.
     pub fn submit_lrps(&self, requests: Vec<LrpStartRequest>) -> Result<usize, String> {
         requests.iter().try_for_each(queue::validate_lrp)?;
-        Ok(self.queue.push_lrp_requests(requests))
+        let queued = self
+            .queue
+            .push_lrp_requests(requests, diego_telemetry::current_request_id());
+        tracing::debug!(queued, "LRP start requests queued");
+        Ok(queued)
     }
 
     pub fn submit_tasks(&self, requests: Vec<TaskStartRequest>) -> Result<usize, String> {
         requests.iter().try_for_each(queue::validate_task)?;
-        Ok(self.queue.push_task_requests(requests))
+        let queued = self
+            .queue
+            .push_task_requests(requests, diego_telemetry::current_request_id());
+        tracing::debug!(queued, "task start requests queued");
+        Ok(queued)
     }
 
     /// Items waiting for the next auction.
@@ -316,6 +330,7 @@ impl Auctioneer {
         }
         self.commit(&fleet, lrps, tasks, decisions, &mut report)
             .await;
+        count_auctions(&report);
         tracing::info!(
             cells = report.cells,
             lrps_placed = report.lrps_placed,
@@ -392,9 +407,15 @@ impl Auctioneer {
         let task_decisions = lrp_decisions.split_off(lrps.len());
         let mut placed_lrps: HashMap<(String, i32), LrpAuction> = HashMap::new();
         let mut placed_tasks: HashMap<String, TaskAuction> = HashMap::new();
+        // The requests that asked for each cell's work, whose ids go with it.
+        let mut asked_by: HashMap<usize, Vec<String>> = HashMap::new();
         for (a, d) in lrps.into_iter().zip(lrp_decisions) {
             match d {
                 Decision::Placed(cell) => {
+                    asked_by
+                        .entry(cell)
+                        .or_default()
+                        .extend(a.request_id.clone());
                     let work = works.entry(cell).or_default();
                     work.lrps.push(diego_rep_client::Lrp {
                         instance_guid: uuid::Uuid::new_v4().to_string(),
@@ -411,6 +432,10 @@ impl Auctioneer {
         for (a, d) in tasks.into_iter().zip(task_decisions) {
             match d {
                 Decision::Placed(cell) => {
+                    asked_by
+                        .entry(cell)
+                        .or_default()
+                        .extend(a.request_id.clone());
                     let work = works.entry(cell).or_default();
                     work.tasks.push(diego_rep_client::Task {
                         task_guid: a.task_guid.clone(),
@@ -432,8 +457,14 @@ impl Auctioneer {
                 let live = fleet.cells.get(cell)?;
                 work.cell_id = live.cell_id.clone();
                 let client = live.client.clone();
+                let ids = asked_by.get(&cell).map(Vec::as_slice).unwrap_or_default();
+                let request_id = diego_telemetry::join_request_ids(ids.iter().map(String::as_str));
                 Some(async move {
-                    let answer = client.perform(&work).await;
+                    let send = async {
+                        tracing::info!(cell_id = %work.cell_id, lrps = work.lrps.len(), tasks = work.tasks.len(), "sending work to the cell");
+                        client.perform(&work).await
+                    };
+                    let answer = in_request(request_id, send).await;
                     (work.cell_id, answer)
                 })
             }))
@@ -499,25 +530,29 @@ impl Auctioneer {
         const CONCURRENT: usize = 32;
         let bbs = &self.bbs;
         futures::stream::iter(lrps)
-            .map(|(a, message)| async move {
-                tracing::info!(process_guid = %a.key.process_guid, index = a.key.index, %message, "LRP placement failed");
-                let request = FailActualLrpRequest {
-                    actual_lrp_key: a.key.clone(),
-                    error_message: message,
-                };
-                if let Err(e) = bbs.fail_actual_lrp(&request).await {
-                    tracing::warn!(process_guid = %a.key.process_guid, index = a.key.index, error = %e, "cannot record the placement failure");
-                }
+            .map(|(a, message)| {
+                in_request(a.request_id.clone(), async move {
+                    tracing::info!(process_guid = %a.key.process_guid, index = a.key.index, %message, "LRP placement failed");
+                    let request = FailActualLrpRequest {
+                        actual_lrp_key: a.key.clone(),
+                        error_message: message,
+                    };
+                    if let Err(e) = bbs.fail_actual_lrp(&request).await {
+                        tracing::warn!(process_guid = %a.key.process_guid, index = a.key.index, error = %e, "cannot record the placement failure");
+                    }
+                })
             })
             .buffer_unordered(CONCURRENT)
             .collect::<Vec<()>>()
             .await;
         futures::stream::iter(tasks)
-            .map(|(a, message)| async move {
-                tracing::info!(task_guid = %a.task_guid, %message, "task placement failed");
-                if let Err(e) = bbs.reject_task(&a.task_guid, &message).await {
-                    tracing::warn!(task_guid = %a.task_guid, error = %e, "cannot reject the task");
-                }
+            .map(|(a, message)| {
+                in_request(a.request_id.clone(), async move {
+                    tracing::info!(task_guid = %a.task_guid, %message, "task placement failed");
+                    if let Err(e) = bbs.reject_task(&a.task_guid, &message).await {
+                        tracing::warn!(task_guid = %a.task_guid, error = %e, "cannot reject the task");
+                    }
+                })
             })
             .buffer_unordered(CONCURRENT)
             .collect::<Vec<()>>()
@@ -531,6 +566,34 @@ impl Auctioneer {
                 .status(true, Some(self.config.advertise_url.clone())),
             Role::Standby { active_url } => self.policies.status(false, active_url),
         }
+    }
+
+    /// Sets the gauges of the policy status (at scrape time: the status is cheap to read).
+    fn publish_status(&self) {
+        use diego_telemetry::names;
+        let status = self.policy_status();
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        metrics::gauge!(names::AUCTIONEER_ACTIVE).set(flag(status.active));
+        metrics::gauge!(names::AUCTIONEER_POLICY_DEGRADED).set(flag(status.degraded.is_some()));
+        let labels = [status.name, status.sha256, status.placing_with];
+        let active = |[name, sha256, placing_with]: [String; 3]| {
+            let labels = [
+                ("name", name),
+                ("sha256", sha256),
+                ("placing_with", placing_with),
+            ];
+            metrics::gauge!(names::AUCTIONEER_POLICY_ACTIVE, &labels)
+        };
+        let mut published = self
+            .published_policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if published.as_ref() != Some(&labels)
+            && let Some(before) = published.replace(labels.clone())
+        {
+            active(before).set(0.0);
+        }
+        active(labels).set(1.0);
     }
 
     pub fn policy_list(&self) -> Vec<PolicyListEntry> {
@@ -626,6 +689,7 @@ impl Auctioneer {
                     },
                     attempts: 0,
                     queued_at: now,
+                    request_id: None,
                 })
             })
             .collect();
@@ -641,6 +705,7 @@ impl Auctioneer {
                     constraint: start.placement_constraint,
                     attempts: 0,
                     queued_at: now,
+                    request_id: None,
                 }
             })
             .collect();
@@ -752,6 +817,25 @@ fn wants_of<'a>(lrps: &'a [LrpAuction], tasks: &'a [TaskAuction]) -> Vec<Want<'a
             constraint: &a.constraint,
         }))
         .collect()
+}
+
+/// Runs `work` as part of request `id` (its logs and calls carry the id), if there is one.
+async fn in_request<F: std::future::Future>(id: Option<String>, work: F) -> F::Output {
+    match id {
+        Some(id) => diego_telemetry::with_request_id(id, work).await,
+        None => work.await,
+    }
+}
+
+/// Diego's auction counters, from one auction's report.
+fn count_auctions(report: &AuctionReport) {
+    use diego_telemetry::names;
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    metrics::counter!(names::AUCTIONEER_LRP_AUCTIONS_STARTED).increment(count(report.lrps_placed));
+    metrics::counter!(names::AUCTIONEER_LRP_AUCTIONS_FAILED).increment(count(report.lrps_failed));
+    metrics::counter!(names::AUCTIONEER_TASK_AUCTIONS_STARTED)
+        .increment(count(report.tasks_placed));
+    metrics::counter!(names::AUCTIONEER_TASK_AUCTIONS_FAILED).increment(count(report.tasks_failed));
 }
 
 fn refused_message(cell_id: &str, attempts: u32) -> String {

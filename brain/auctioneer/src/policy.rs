@@ -341,6 +341,7 @@ impl Policies {
     pub fn observe(&self, decided_by: &DecidedBy) {
         if let DecidedBy::Fallback { fault, .. } | DecidedBy::Failed { fault, .. } = decided_by {
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(diego_telemetry::names::AUCTIONEER_POLICY_FALLBACKS).increment(1);
             *lock(&self.last_fault) = Some(fault.to_string());
         }
     }

@@ -17,6 +17,8 @@ pub(crate) struct LrpAuction {
     /// Auctions this instance went through and was refused by the winning cell.
     pub attempts: u32,
     pub queued_at: Instant,
+    /// The request that asked for it (its id goes with it to the cell).
+    pub request_id: Option<String>,
 }
 
 /// One task to place.
@@ -28,6 +30,7 @@ pub(crate) struct TaskAuction {
     pub constraint: PlacementConstraint,
     pub attempts: u32,
     pub queued_at: Instant,
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -76,25 +79,36 @@ impl WorkQueue {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues every index of every request; an instance already queued is kept once.
-    pub fn push_lrp_requests(&self, requests: Vec<LrpStartRequest>) -> usize {
+    /// Queues every index of every request (asked for by request `request_id`); an instance
+    /// already queued is kept once.
+    pub fn push_lrp_requests(
+        &self,
+        requests: Vec<LrpStartRequest>,
+        request_id: Option<String>,
+    ) -> usize {
         let now = Instant::now();
         let auctions = requests.into_iter().flat_map(|r| {
             let resource = r.resource;
             let constraint = r.placement_constraint;
             let (process_guid, domain) = (r.process_guid, r.domain);
+            let request_id = request_id.clone();
             r.indices.into_iter().map(move |index| LrpAuction {
                 key: ActualLrpKey::new(process_guid.clone(), index, domain.clone()),
                 resource: resource.clone(),
                 constraint: constraint.clone(),
                 attempts: 0,
                 queued_at: now,
+                request_id: request_id.clone(),
             })
         });
         self.push_lrps(auctions)
     }
 
-    pub fn push_task_requests(&self, requests: Vec<TaskStartRequest>) -> usize {
+    pub fn push_task_requests(
+        &self,
+        requests: Vec<TaskStartRequest>,
+        request_id: Option<String>,
+    ) -> usize {
         let now = Instant::now();
         self.push_tasks(requests.into_iter().map(|r| TaskAuction {
             task_guid: r.task_guid,
@@ -103,6 +117,7 @@ impl WorkQueue {
             constraint: r.placement_constraint,
             attempts: 0,
             queued_at: now,
+            request_id: request_id.clone(),
         }))
     }
 

@@ -30,6 +30,29 @@ impl Default for ConvergerConfig {
     }
 }
 
+/// Diego's convergence metrics from a pass the BBS ran for this brain (the BBS repairs; the
+/// brain, which runs one pass at a time for the whole platform, reports).
+fn publish(r: &ConvergeResponse, took: Duration) {
+    use diego_telemetry::names;
+    let counts = &r.lrps;
+    for (name, value) in [
+        (names::LRPS_DESIRED, counts.desired),
+        (names::LRPS_RUNNING, counts.running),
+        (names::LRPS_CLAIMED, counts.claimed),
+        (names::LRPS_UNCLAIMED, counts.unclaimed),
+        (names::LRPS_MISSING, counts.missing),
+        (names::LRPS_EXTRA, counts.extra),
+        (names::CRASHED_ACTUAL_LRPS, counts.crashed),
+        (names::CRASHING_DESIRED_LRPS, counts.crashing_desired),
+        (names::SUSPECT_RUNNING_ACTUAL_LRPS, counts.suspect_running),
+        (names::SUSPECT_CLAIMED_ACTUAL_LRPS, counts.suspect_claimed),
+    ] {
+        metrics::gauge!(name).set(f64::from(value));
+    }
+    metrics::gauge!(names::CONVERGENCE_LRP_DURATION).set(took.as_secs_f64());
+    metrics::counter!(names::CONVERGENCE_LRP_RUNS).increment(1);
+}
+
 /// Why a pass ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -150,8 +173,12 @@ impl Converger {
     async fn converge(&self, trigger: Trigger) {
         self.passes.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        match self.bbs.converge().await {
+        // Each pass is a piece of work of its own: the instances it has placed carry its id
+        // from the BBS to the auctioneer and the reps.
+        let id = diego_telemetry::new_request_id();
+        match diego_telemetry::with_request_id(id, self.bbs.converge()).await {
             Ok(r) => {
+                publish(&r, started.elapsed());
                 // The BBS logs a pass that repaired something; here it is routine.
                 tracing::debug!(
                     ?trigger,

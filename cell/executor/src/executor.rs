@@ -36,6 +36,9 @@ pub struct Config {
     pub log_buffer_lines: usize,
     /// Connect timeout for downloads and uploads.
     pub http_connect_timeout: Duration,
+    /// The cell's identity, presented to the platform's blob store when it serves mutual TLS
+    /// (its CA is trusted besides the system's roots); `None`: plain HTTP and public roots.
+    pub tls: Option<diego_tls::Tls>,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             exit_timeout: Duration::from_secs(1),
             log_buffer_lines: 4096,
             http_connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -140,7 +144,7 @@ impl Executor {
                 source,
             })?;
         }
-        let http = reqwest::Client::builder()
+        let http = diego_tls::download_client_builder(config.tls.as_ref())
             .connect_timeout(config.http_connect_timeout)
             .build()
             .map_err(|e| ExecutorError::Http(e.to_string()))?;

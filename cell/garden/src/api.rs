@@ -13,6 +13,9 @@
 //! GET    /containers/{handle}/processes/{id}      newline-delimited JSON frames:
 //!                                                 {"stdout":b64} {"stderr":b64} {"exit":n}
 //! POST   /containers/{handle}/processes/{id}/signal {"signal":n}
+//! POST   /containers/{handle}/processes/{id}/stdin  body: bytes for an interactive process
+//! DELETE /containers/{handle}/processes/{id}/stdin  ends its stdin
+//! POST   /containers/{handle}/processes/{id}/resize {"cols":c,"rows":r} (its terminal)
 //! PUT    /containers/{handle}/stream_in?path=P    body: tar
 //! GET    /containers/{handle}/stream_out?path=P   body: tar
 //! GET    /containers/{handle}/properties          -> {name: value}
@@ -36,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::types::{ContainerSpec, NetIn, ProcessEvent, ProcessSpec};
+use crate::types::{ContainerSpec, NetIn, ProcessEvent, ProcessSpec, TtySpec};
 
 /// Shared state of the server.
 type AppState = Arc<dyn Backend>;
@@ -138,6 +141,11 @@ pub fn app(backend: Arc<dyn Backend>) -> Router {
         .route("/containers/{handle}/processes", post(run_process))
         .route("/containers/{handle}/processes/{id}", get(attach))
         .route("/containers/{handle}/processes/{id}/signal", post(signal))
+        .route(
+            "/containers/{handle}/processes/{id}/stdin",
+            post(write_stdin).delete(close_stdin),
+        )
+        .route("/containers/{handle}/processes/{id}/resize", post(resize))
         .route("/containers/{handle}/stream_in", put(stream_in))
         .route("/containers/{handle}/stream_out", get(stream_out))
         .route("/containers/{handle}/properties", get(properties))
@@ -282,6 +290,32 @@ async fn signal(
     Json(s): Json<SignalBody>,
 ) -> ApiResult<StatusCode> {
     b.signal(&handle, &id, s.signal).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn write_stdin(
+    State(b): State<AppState>,
+    Path((handle, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    b.write_stdin(&handle, &id, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn close_stdin(
+    State(b): State<AppState>,
+    Path((handle, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    b.close_stdin(&handle, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resize(
+    State(b): State<AppState>,
+    Path((handle, id)): Path<(String, String)>,
+    Json(size): Json<TtySpec>,
+) -> ApiResult<StatusCode> {
+    b.resize(&handle, &id, size).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

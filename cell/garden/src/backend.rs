@@ -11,7 +11,14 @@ use futures::{Stream, StreamExt};
 use crate::error::Result;
 use crate::types::{
     ContainerInfo, ContainerMetrics, ContainerSpec, NetIn, PortMapping, ProcessEvent, ProcessSpec,
+    TtySpec,
 };
+
+fn not_interactive(handle: &str, process_id: &str) -> crate::Error {
+    crate::Error::InvalidRequest(format!(
+        "process {process_id} in container {handle}: this backend runs no interactive processes"
+    ))
+}
 
 /// A process's output and exit, in order; it ends after [`ProcessEvent::Exit`].
 pub type ProcessStream = Pin<Box<dyn Stream<Item = Result<ProcessEvent>> + Send>>;
@@ -61,6 +68,23 @@ pub trait Backend: Send + Sync {
     async fn attach(&self, handle: &str, process_id: &str) -> Result<ProcessStream>;
     /// Sends a signal (a Linux signal number) to a process.
     async fn signal(&self, handle: &str, process_id: &str, signal: i32) -> Result<()>;
+
+    /// Writes to the stdin of a process started with [`ProcessSpec::interactive`] (on a
+    /// terminal: as typed). Waits while the process does not read.
+    async fn write_stdin(&self, handle: &str, process_id: &str, data: Bytes) -> Result<()> {
+        let _ = data;
+        Err(not_interactive(handle, process_id))
+    }
+    /// Ends the stdin of an interactive process (on a terminal: the end-of-file character).
+    async fn close_stdin(&self, handle: &str, process_id: &str) -> Result<()> {
+        Err(not_interactive(handle, process_id))
+    }
+    /// Changes the terminal size of an interactive process on a terminal (its foreground
+    /// process group gets `SIGWINCH`).
+    async fn resize(&self, handle: &str, process_id: &str, size: TtySpec) -> Result<()> {
+        let _ = size;
+        Err(not_interactive(handle, process_id))
+    }
     /// Extracts a tar archive at `path` inside the container. The archive is checked as a
     /// whole before anything is written.
     async fn stream_in(&self, handle: &str, path: &str, tar: ByteStream) -> Result<()>;

@@ -12,6 +12,7 @@ use crate::backend::{Backend, ByteStream, ProcessStream};
 use crate::error::{Error, Result};
 use crate::types::{
     ContainerInfo, ContainerMetrics, ContainerSpec, NetIn, PortMapping, ProcessEvent, ProcessSpec,
+    TtySpec,
 };
 
 /// A Garden API client.
@@ -155,6 +156,32 @@ impl Backend for Client {
             self.http
                 .post(self.c(handle, &format!("/processes/{process_id}/signal")))
                 .json(&SignalBody { signal }),
+        )
+        .await
+    }
+
+    async fn write_stdin(&self, handle: &str, process_id: &str, data: bytes::Bytes) -> Result<()> {
+        Self::empty(
+            self.http
+                .post(self.c(handle, &format!("/processes/{process_id}/stdin")))
+                .body(data),
+        )
+        .await
+    }
+
+    async fn close_stdin(&self, handle: &str, process_id: &str) -> Result<()> {
+        Self::empty(
+            self.http
+                .delete(self.c(handle, &format!("/processes/{process_id}/stdin"))),
+        )
+        .await
+    }
+
+    async fn resize(&self, handle: &str, process_id: &str, size: TtySpec) -> Result<()> {
+        Self::empty(
+            self.http
+                .post(self.c(handle, &format!("/processes/{process_id}/resize")))
+                .json(&size),
         )
         .await
     }

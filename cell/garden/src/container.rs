@@ -114,6 +114,10 @@ pub struct ExecConfig {
     /// Run on a pseudo-terminal (stdout and stderr both come from it).
     #[serde(default)]
     pub tty: bool,
+    /// Stdin is a terminal the server made (an interactive process): it becomes the
+    /// process's controlling terminal.
+    #[serde(default)]
+    pub controlling_tty: bool,
     /// The container's namespaces (from its runtime spec), joined in a fixed order; the
     /// user namespace last, by the child.
     pub namespaces: Vec<LinuxNamespaceType>,
@@ -1332,6 +1336,15 @@ pub(crate) fn child_exec(entered: &Entered) -> InitError {
             .collect::<Result<Vec<_>, _>>()
             .step("env")?;
         let _ = nix::unistd::setsid();
+        if spec.controlling_tty {
+            // SAFETY: TIOCSCTTY on this process's own stdin; the argument is passed by value.
+            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+                return Err(InitError::last_os("make stdin the controlling terminal"));
+            }
+            // the terminal is the user's, as a login's is (the server gave it to our root)
+            nix::unistd::fchown(std::io::stdin(), Some(uid), Some(gid))
+                .step("give the terminal to the user")?;
+        }
         let lockdown = Lockdown::for_uid(Some(&spec.capabilities), uid.as_raw());
         lockdown.before_setuid()?;
         nix::unistd::setgroups(&[gid]).step("setgroups")?;

@@ -50,6 +50,9 @@ pub struct ExecRequest {
     pub dir: String,
     /// User name or `uid[:gid]`.
     pub user: Option<String>,
+    /// Its stdin is a terminal, to become its controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The container's process policy, read from the runtime spec once.
@@ -83,6 +86,7 @@ fn policy(runtime: &Spec) -> Result<Policy, InitError> {
             dir: "/".into(),
             user: None,
             tty: false,
+            controlling_tty: false,
             namespaces: Vec::new(),
             rlimits: process.rlimits().clone().unwrap_or_default(),
             capabilities,
@@ -213,6 +217,7 @@ fn child(req: ExecRequest, stdio: [OwnedFd; 3], policy: &Policy, ns: &Namespaces
                 env: req.env,
                 dir: req.dir,
                 user: req.user,
+                controlling_tty: req.tty,
                 ..policy.base.clone()
             },
             userns,

@@ -33,7 +33,7 @@ use crate::net::{self, NetConfig};
 use crate::process::{self, ProcessState};
 use crate::security::IdMap;
 use crate::types::{
-    ContainerInfo, ContainerMetrics, ContainerSpec, NetIn, PortMapping, ProcessSpec,
+    ContainerInfo, ContainerMetrics, ContainerSpec, NetIn, PortMapping, ProcessSpec, TtySpec,
 };
 use crate::{rootfs, tarstream};
 
@@ -164,6 +164,18 @@ fn validate_handle(h: &str) -> Result<()> {
         Err(Error::InvalidRequest(format!(
             "handle {h:?} must be 1-64 letters, digits, '-' or '_'"
         )))
+    }
+}
+
+/// A refused [`Backend::write_stdin`], [`Backend::close_stdin`] or [`Backend::resize`].
+fn input_error(handle: &str, id: &str, what: &str, e: process::InputError) -> Error {
+    match e {
+        process::InputError::Io(source) => {
+            Error::io(format!("{what} process {id} in container {handle}"), source)
+        }
+        e => Error::InvalidRequest(format!(
+            "cannot {what} process {id} in container {handle}: {e}"
+        )),
     }
 }
 
@@ -797,6 +809,20 @@ impl Backend for NativeBackend {
             env.retain(|x| x.split('=').next() != Some(key));
             env.push(e.clone());
         }
+        // An interactive process's terminal is made here, on the container's devpts, and its
+        // master kept (input, output, resizes); another process's terminal is the helper's.
+        let (stdio, helper_tty) = match (spec.tty, spec.interactive) {
+            (Some(size), true) => {
+                let root = id_map_of(&c).map_or(0, |m| m.host_base);
+                let (pty, slave) = process::Pty::open(init_pid, size, root)?;
+                let stdin = spec.stdin.clone();
+                (process::Stdio::Terminal { pty, slave, stdin }, false)
+            }
+            (tty, interactive) => {
+                let stdin = spec.stdin.clone();
+                (process::Stdio::Pipes { stdin, interactive }, tty.is_some())
+            }
+        };
         let exec = ExecConfig {
             init_pid,
             cgroup_procs: self.cgroups.procs_files(handle),
@@ -804,28 +830,33 @@ impl Backend for NativeBackend {
             env,
             dir: spec.dir.clone().unwrap_or_else(|| "/".into()),
             user: spec.user.clone(),
-            tty: spec.tty,
+            tty: helper_tty,
+            controlling_tty: matches!(stdio, process::Stdio::Terminal { .. }),
             namespaces: crate::spec::namespace_kinds(&c.runtime),
             rlimits,
             capabilities,
             seccomp,
         };
-        // a tty needs the helper's pump; anything else the shim starts when it can
-        let shim_started = match (&c.exec_channel, spec.tty) {
+        // the helper's terminal needs its pump; anything else the shim starts when it can
+        let stdio = match (&c.exec_channel, helper_tty) {
             (Some(channel), false) => {
                 let request = crate::exec_server::ExecRequest {
                     argv: exec.argv.clone(),
                     env: exec.env.clone(),
                     dir: exec.dir.clone(),
                     user: exec.user.clone(),
+                    tty: exec.controlling_tty,
                 };
-                process::spawn_in_shim(channel, handle, &request, spec.stdin.clone()).await?
+                match process::spawn_in_shim(channel, handle, &request, stdio).await? {
+                    process::Spawned::Started(state) => Ok(state),
+                    process::Spawned::NotSent(stdio) => Err(stdio),
+                }
             }
-            _ => None,
+            _ => Err(stdio),
         };
-        let state = match shim_started {
-            Some(state) => state,
-            None => process::spawn(&self.cfg.init_bin, handle, &exec, spec.stdin.clone()).await?,
+        let state = match stdio {
+            Ok(state) => state,
+            Err(stdio) => process::spawn(&self.cfg.init_bin, handle, &exec, stdio).await?,
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut processes = lock(&c.processes);
@@ -859,6 +890,26 @@ impl Backend for NativeBackend {
                 e,
             )
         })
+    }
+
+    async fn write_stdin(&self, handle: &str, process_id: &str, data: Bytes) -> Result<()> {
+        let p = self.process(handle, process_id)?;
+        p.write_stdin(&data)
+            .await
+            .map_err(|e| input_error(handle, process_id, "write to", e))
+    }
+
+    async fn close_stdin(&self, handle: &str, process_id: &str) -> Result<()> {
+        let p = self.process(handle, process_id)?;
+        p.close_stdin()
+            .await
+            .map_err(|e| input_error(handle, process_id, "close", e))
+    }
+
+    async fn resize(&self, handle: &str, process_id: &str, size: TtySpec) -> Result<()> {
+        let p = self.process(handle, process_id)?;
+        p.resize(size)
+            .map_err(|e| input_error(handle, process_id, "resize the terminal of", e))
     }
 
     async fn stream_in(&self, handle: &str, path: &str, mut tar: ByteStream) -> Result<()> {

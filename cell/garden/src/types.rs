@@ -150,12 +150,48 @@ pub struct ProcessSpec {
     /// User name or `uid[:gid]` (default root).
     #[serde(default)]
     pub user: Option<String>,
-    /// Bytes written to the process's stdin, which is then closed.
+    /// Bytes written to the process's stdin, which is then closed (unless `interactive`).
     #[serde(default)]
     pub stdin: Option<String>,
-    /// Run on a pseudo-terminal (80x24); stderr is then merged into stdout.
+    /// Run on a pseudo-terminal of this size; stderr is then merged into stdout. (`true` in
+    /// older requests: 80x24.)
+    #[serde(default, deserialize_with = "tty_or_bool")]
+    pub tty: Option<TtySpec>,
+    /// Keep stdin open for [`crate::Backend::write_stdin`] until
+    /// [`crate::Backend::close_stdin`], and on a terminal let [`crate::Backend::resize`]
+    /// change its size (`stdin`, if given, is written first).
     #[serde(default)]
-    pub tty: bool,
+    pub interactive: bool,
+}
+
+/// A terminal's size in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySpec {
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
+}
+
+impl Default for TtySpec {
+    fn default() -> Self {
+        TtySpec { cols: 80, rows: 24 }
+    }
+}
+
+/// `tty` as a size, or as the boolean older requests sent (`true`: the default size).
+fn tty_or_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TtySpec>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tty {
+        Flag(bool),
+        Size(TtySpec),
+    }
+    Ok(match Option::<Tty>::deserialize(d)? {
+        None | Some(Tty::Flag(false)) => None,
+        Some(Tty::Flag(true)) => Some(TtySpec::default()),
+        Some(Tty::Size(size)) => Some(size),
+    })
 }
 
 /// One frame of a process's output stream.
@@ -217,4 +253,36 @@ pub struct ContainerMetrics {
     pub disk_limit_bytes: u64,
     /// Processes/threads in the container.
     pub pids: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tty_is_a_size_or_the_old_boolean() {
+        let spec =
+            |json: serde_json::Value| -> ProcessSpec { serde_json::from_value(json).unwrap() };
+        assert_eq!(spec(serde_json::json!({"argv": ["sh"]})).tty, None);
+        assert_eq!(
+            spec(serde_json::json!({"argv": ["sh"], "tty": false})).tty,
+            None
+        );
+        assert_eq!(
+            spec(serde_json::json!({"argv": ["sh"], "tty": true})).tty,
+            Some(TtySpec { cols: 80, rows: 24 })
+        );
+        let sized = spec(serde_json::json!({"argv": ["sh"], "tty": {"cols": 120, "rows": 40}}));
+        assert_eq!(
+            sized.tty,
+            Some(TtySpec {
+                cols: 120,
+                rows: 40
+            })
+        );
+        assert!(!sized.interactive);
+        let back: ProcessSpec =
+            serde_json::from_str(&serde_json::to_string(&sized).unwrap()).unwrap();
+        assert_eq!(back, sized);
+    }
 }

@@ -77,6 +77,13 @@ impl GardenCaps {
         }
     }
 
+    /// These capabilities downloading and uploading through `http` (the cell's client, which
+    /// presents its TLS identity to a blob store serving mutual TLS).
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
     /// These capabilities with every log line also handed to `sink` as it is logged.
     pub fn with_log_sink(mut self, sink: LogSink) -> Self {
         self.sink = Some(sink);

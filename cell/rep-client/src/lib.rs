@@ -13,12 +13,18 @@
 //!   what the instance's container uses of its limits (Diego sends these to Loggregator as
 //!   container metrics; here the apps API asks the cell).
 //!
+//! - `POST /v1/lrps/{process_guid}/instances/{instance_guid}/ssh` — an SSH session in the
+//!   instance, on an upgraded connection (see [`ssh`]).
+//!
 //! Errors are answered as `{"error": {"type", "message"}}` (the BBS's [`diego_model::BbsError`]).
+
+pub mod ssh;
 
 use std::time::Duration;
 
 use diego_model::requests::ErrorResponse;
 use diego_model::{ActualLrpKey, PlacementConstraint, Provider, Resource};
+use diego_telemetry::PropagateRequestId as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -158,7 +164,12 @@ impl RepClient {
     /// A client for the rep at `base_url` (its presence's `rep_url`). `timeout` bounds every
     /// call (Diego's `cell_state_timeout` is 10 s).
     pub fn new(base_url: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_tls(base_url, timeout, None)
+    }
+
+    /// As [`RepClient::new`], presenting `tls`'s identity to a rep serving mutual TLS.
+    pub fn with_tls(base_url: &str, timeout: Duration, tls: Option<&diego_tls::Tls>) -> Self {
+        let http = diego_tls::client_builder(tls)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
@@ -180,20 +191,26 @@ impl RepClient {
 
     pub async fn ping(&self) -> Result<()> {
         let url = format!("{}/ping", self.base);
-        let r = self.http.get(&url).send().await;
+        let r = self.http.get(&url).propagate_request_id().send().await;
         expect_ok(&url, r).await.map(drop)
     }
 
     pub async fn state(&self) -> Result<CellState> {
         let url = format!("{}/state", self.base);
-        let r = self.http.get(&url).send().await;
+        let r = self.http.get(&url).propagate_request_id().send().await;
         decode(&url, expect_ok(&url, r).await?).await
     }
 
     /// Offers `work`; answers the part the cell refused.
     pub async fn perform(&self, work: &Work) -> Result<Work> {
         let url = format!("{}/work", self.base);
-        let r = self.http.post(&url).json(work).send().await;
+        let r = self
+            .http
+            .post(&url)
+            .propagate_request_id()
+            .json(work)
+            .send()
+            .await;
         decode(&url, expect_ok(&url, r).await?).await
     }
 
@@ -202,13 +219,13 @@ impl RepClient {
             "{}/v1/lrps/{process_guid}/instances/{instance_guid}/stop",
             self.base
         );
-        let r = self.http.post(&url).send().await;
+        let r = self.http.post(&url).propagate_request_id().send().await;
         expect_ok(&url, r).await.map(drop)
     }
 
     pub async fn cancel_task(&self, task_guid: &str) -> Result<()> {
         let url = format!("{}/v1/tasks/{task_guid}/cancel", self.base);
-        let r = self.http.post(&url).send().await;
+        let r = self.http.post(&url).propagate_request_id().send().await;
         expect_ok(&url, r).await.map(drop)
     }
 
@@ -222,14 +239,52 @@ impl RepClient {
             "{}/v1/lrps/{process_guid}/instances/{instance_guid}/metrics",
             self.base
         );
-        let r = self.http.get(&url).send().await;
+        let r = self.http.get(&url).propagate_request_id().send().await;
         decode(&url, expect_ok(&url, r).await?).await
+    }
+
+    /// Opens an SSH session in an instance (see [`ssh`]); `secret` is the cells' SSH secret.
+    /// Give this client no overall timeout (see [`RepClient::with_http`]): it would cut the
+    /// session.
+    pub async fn open_ssh_session(
+        &self,
+        process_guid: &str,
+        instance_guid: &str,
+        secret: &str,
+        request: &ssh::SessionRequest,
+    ) -> Result<tokio_util::codec::Framed<reqwest::Upgraded, ssh::FrameCodec>> {
+        use reqwest::header::{CONNECTION, UPGRADE};
+        let url = format!(
+            "{}/v1/lrps/{process_guid}/instances/{instance_guid}/ssh",
+            self.base
+        );
+        let r = self
+            .http
+            .post(&url)
+            .bearer_auth(secret)
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, ssh::UPGRADE_PROTOCOL)
+            .json(request)
+            .send()
+            .await;
+        let response = check(&url, r, |s| s == reqwest::StatusCode::SWITCHING_PROTOCOLS).await?;
+        let io = response
+            .upgrade()
+            .await
+            .map_err(|e| RepClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(tokio_util::codec::Framed::new(
+            io,
+            ssh::FrameCodec::default(),
+        ))
     }
 
     /// Asks the rep to evacuate (what SIGTERM does).
     pub async fn drain(&self) -> Result<()> {
         let url = format!("{}/v1/drain", self.base);
-        let r = self.http.post(&url).send().await;
+        let r = self.http.post(&url).propagate_request_id().send().await;
         expect_ok(&url, r).await.map(drop)
     }
 }
@@ -238,12 +293,21 @@ async fn expect_ok(
     url: &str,
     response: std::result::Result<reqwest::Response, reqwest::Error>,
 ) -> Result<reqwest::Response> {
+    check(url, response, |s| s.is_success()).await
+}
+
+/// The response if `ok` says its status is; else the error it carries.
+async fn check(
+    url: &str,
+    response: std::result::Result<reqwest::Response, reqwest::Error>,
+    ok: impl Fn(reqwest::StatusCode) -> bool,
+) -> Result<reqwest::Response> {
     let response = response.map_err(|e| RepClientError::Transport {
         url: url.to_string(),
         message: e.to_string(),
     })?;
     let status = response.status();
-    if status.is_success() {
+    if ok(status) {
         return Ok(response);
     }
     let body = response.bytes().await.unwrap_or_default();

@@ -16,7 +16,7 @@ use diego_rep_client::{CellState, Work};
 use crate::rep::{Inner, Kind, StopReason};
 
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/ping", get(ping))
         .route("/state", get(state))
         .route("/work", post(work))
@@ -30,7 +30,12 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         )
         .route("/v1/tasks/{task_guid}/cancel", post(cancel_task))
         .route("/v1/drain", post(drain))
-        .with_state(inner)
+        .route(
+            "/v1/lrps/{process_guid}/instances/{instance_guid}/ssh",
+            post(crate::ssh::session),
+        )
+        .with_state(inner);
+    diego_telemetry::instrument(api, "rep")
 }
 
 /// An error answered as `{"error": {"type", "message"}}` with the kind's status.

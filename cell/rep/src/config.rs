@@ -50,6 +50,12 @@ pub struct Config {
     /// The log server every log line is shipped to (`diego_logs`' `POST /v1/logs`), e.g.
     /// `http://127.0.0.1:8083`; none keeps them on the cell (traced only).
     pub logs_url: Option<String>,
+    /// The secret the ssh proxy presents to open SSH sessions in this cell's instances;
+    /// none: SSH sessions are refused.
+    pub ssh_secret: Option<String>,
+    /// Mutual TLS: the rep's API asks callers for a certificate signed by this identity's CA,
+    /// and the cell presents it to the BBS, the log server and the blob store. `None`: plain.
+    pub tls: Option<diego_tls::Tls>,
 }
 
 impl Default for Config {
@@ -77,6 +83,8 @@ impl Default for Config {
             garden: GardenSettings::default(),
             graceful_shutdown_interval: Duration::from_secs(10),
             logs_url: None,
+            ssh_secret: None,
+            tls: None,
         }
     }
 }
@@ -167,6 +175,7 @@ impl Config {
             cache_dir: self.data_dir.join("executor/cache"),
             temp_dir: self.data_dir.join("executor/tmp"),
             graceful_shutdown_interval: self.graceful_shutdown_interval,
+            tls: self.tls.clone(),
             ..diego_executor::Config::default()
         }
     }

@@ -17,7 +17,11 @@
 //! - **logs**: every executor line, staging's `STG` lines and Diego's `CELL` lines are shipped
 //!   to the log server (`Config::logs_url`);
 //! - **evacuation**: on drain or shutdown, running instances are handed over
-//!   (`evacuate_running`) and dropped once their replacements run.
+//!   (`evacuate_running`) and dropped once their replacements run;
+//! - **SSH sessions** (Diego's sshd in each instance, done by Garden): the ssh proxy, holding
+//!   the cells' shared secret, opens a session on an upgraded connection and the rep runs
+//!   the shell or command as an interactive Garden process, as the instance's user with its
+//!   environment ([`diego_rep_client::ssh`]).
 //!
 //! Containers are named after their work (handle = instance guid or task guid) and carry
 //! [`PROPERTY_OWNER`] = the cell id, so a restarted rep finds (and, not knowing them, destroys)
@@ -34,6 +38,7 @@ mod lifecycles;
 mod logs;
 mod lrp;
 mod rep;
+mod ssh;
 mod staging;
 mod sync;
 mod task;
@@ -81,7 +86,7 @@ pub enum RepError {
 /// /v1/drain` evacuates and returns the same way.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RepError> {
     let backend = diego_garden::native::NativeBackend::new(config.native_config()).await?;
-    let bbs = diego_bbs_client::BbsClient::new(config.bbs_url.clone());
+    let bbs = diego_bbs_client::BbsClient::with_tls(config.bbs_url.clone(), config.tls.as_ref());
     let rep = Rep::start(config, bbs, Arc::new(backend)).await?;
     tokio::select! {
         () = shutdown.cancelled() => rep.evacuate(),

@@ -67,14 +67,19 @@ impl std::fmt::Debug for Lifecycles {
 }
 
 impl Lifecycles {
-    /// Lifecycles kept under `dir` (the rep's `DATA_DIR/lifecycles`).
-    pub fn new(dir: PathBuf) -> Lifecycles {
+    /// Lifecycles kept under `dir` (the rep's `DATA_DIR/lifecycles`), fetched through `http`.
+    pub fn new(dir: PathBuf, http: reqwest::Client) -> Lifecycles {
         Lifecycles {
             dir,
-            http: reqwest::Client::new(),
+            http,
             host: OnceCell::new(),
             loaded: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cell's client for the blob store and download URLs (with its TLS identity).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     fn component_path(&self, sha256: &str) -> PathBuf {

@@ -19,10 +19,10 @@ pub(crate) struct CellLogs {
 }
 
 impl CellLogs {
-    /// Ships to the log server at `url`, or nowhere.
-    pub fn new(url: Option<&str>) -> CellLogs {
+    /// Ships to the log server at `url` (presenting `tls`'s identity), or nowhere.
+    pub fn new(url: Option<&str>, tls: Option<&diego_tls::Tls>) -> CellLogs {
         let sender = match url {
-            Some(url) if !url.trim().is_empty() => LogSender::spawn(url),
+            Some(url) if !url.trim().is_empty() => LogSender::spawn_with_tls(url, tls),
             _ => LogSender::disabled(),
         };
         CellLogs { sender }

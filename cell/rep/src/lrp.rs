@@ -125,6 +125,8 @@ async fn lifecycle(
     cell_log(&format!(
         "Cell {cell_id} successfully created container for instance {guid}"
     ));
+    let session = crate::ssh::SessionContext::of(&desired, &made.env);
+    inner.with_slot(guid, |s| s.session = Some(Arc::new(session)));
     let source = if desired.log_source.is_empty() {
         DEFAULT_LOG_SOURCE.to_string()
     } else {

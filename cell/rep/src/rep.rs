@@ -63,6 +63,8 @@ pub(crate) struct Slot {
     pub log_guid: String,
     pub stop: CancellationToken,
     pub stop_reason: Option<StopReason>,
+    /// LRP: how an SSH session runs in the instance, once its container is made.
+    pub session: Option<Arc<crate::ssh::SessionContext>>,
 }
 
 pub(crate) struct Inner {
@@ -123,7 +125,7 @@ impl Rep {
             ));
         }
         let executor = Executor::new(backend.clone(), config.executor_config())?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = diego_tls::Listener::bind(config.listen, config.tls.as_ref())
             .await
             .map_err(|source| RepError::Listen {
                 addr: config.listen,
@@ -133,10 +135,14 @@ impl Rep {
             addr: config.listen,
             source,
         })?;
-        let logs = Arc::new(CellLogs::new(config.logs_url.as_deref()));
-        let lifecycles = Lifecycles::new(config.data_dir.join("lifecycles"));
+        let tls = config.tls.as_ref();
+        let logs = Arc::new(CellLogs::new(config.logs_url.as_deref(), tls));
+        let downloads = diego_tls::download_client_builder(tls)
+            .build()
+            .map_err(|e| RepError::Config(format!("cannot build the download client: {e}")))?;
+        let lifecycles = Lifecycles::new(config.data_dir.join("lifecycles"), downloads);
         let inner = Arc::new(Inner {
-            url: format!("http://{addr}"),
+            url: format!("{}://{addr}", diego_tls::scheme(tls)),
             config,
             logs,
             lifecycles,
@@ -153,6 +159,7 @@ impl Rep {
             cpu_samples: Mutex::new(HashMap::new()),
         });
         tracing::info!(cell_id = %inner.config.cell_id, url = %inner.url, "rep listening");
+        diego_telemetry::on_scrape(&inner, Inner::publish_capacity);
 
         // the first registration before answering, so a caller sees the cell at once
         // (a BBS not up yet is retried by the presence loop)
@@ -184,7 +191,7 @@ impl Rep {
         Ok(Rep { inner })
     }
 
-    /// The rep's API, `http://ADDR` (its presence's `rep_url`).
+    /// The rep's API, `http://ADDR` (`https://` with mutual TLS; its presence's `rep_url`).
     pub fn url(&self) -> &str {
         &self.inner.url
     }
@@ -432,6 +439,30 @@ impl Inner {
         }
     }
 
+    /// Sets the cell's capacity gauges (at scrape time: they are read from the ledger).
+    fn publish_capacity(&self) {
+        use diego_telemetry::names;
+        let (total, left, containers) = {
+            let slots = self.slots();
+            let total = self.total();
+            (total, Self::available(&slots, total), slots.len())
+        };
+        let cell = self.config.cell_id.clone();
+        let gauge = |name: &'static str, value: i32| {
+            metrics::gauge!(name, "cell_id" => cell.clone()).set(f64::from(value));
+        };
+        gauge(names::CAPACITY_TOTAL_MEMORY, total.memory_mb);
+        gauge(names::CAPACITY_TOTAL_DISK, total.disk_mb);
+        gauge(names::CAPACITY_TOTAL_CONTAINERS, total.containers);
+        gauge(names::CAPACITY_REMAINING_MEMORY, left.memory_mb);
+        gauge(names::CAPACITY_REMAINING_DISK, left.disk_mb);
+        gauge(names::CAPACITY_REMAINING_CONTAINERS, left.containers);
+        gauge(
+            names::CONTAINER_COUNT,
+            i32::try_from(containers).unwrap_or(i32::MAX),
+        );
+    }
+
     /// Diego's Perform: reserves what fits, starts it, and answers what it refused.
     pub fn perform(self: &Arc<Self>, work: Work) -> Work {
         let mut refused = Work {
@@ -503,11 +534,19 @@ impl Inner {
                 started_tasks.push(task.task_guid);
             }
         }
+        // Each run keeps the id of the request that placed it: its claim, start and logs carry it.
         for (guid, key) in started_lrps {
-            tokio::spawn(crate::lrp::run(self.clone(), guid, key));
+            tokio::spawn(diego_telemetry::propagate(crate::lrp::run(
+                self.clone(),
+                guid,
+                key,
+            )));
         }
         for guid in started_tasks {
-            tokio::spawn(crate::task::run(self.clone(), guid));
+            tokio::spawn(diego_telemetry::propagate(crate::task::run(
+                self.clone(),
+                guid,
+            )));
         }
         refused
     }
@@ -527,6 +566,7 @@ impl Slot {
             log_guid: String::new(),
             stop: CancellationToken::new(),
             stop_reason: None,
+            session: None,
         }
     }
 }

@@ -124,7 +124,9 @@ async fn stage(
             message,
         );
     });
-    let caps = GardenCaps::new(inner.backend.clone()).with_log_sink(sink);
+    let caps = GardenCaps::new(inner.backend.clone())
+        .with_http(inner.lifecycles.http().clone())
+        .with_log_sink(sink);
     let staged = if request.docker_image.is_some() {
         // no container: the task runs from here on
         inner.with_slot(guid, |s| s.state = ContainerState::Running);

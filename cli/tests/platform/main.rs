@@ -8,9 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 mod failover;
+mod observability;
 mod plugins;
 mod policies;
 mod push;
+mod ssh;
+mod tls;
 mod workloads;
 
 use std::path::PathBuf;

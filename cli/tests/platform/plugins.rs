@@ -208,7 +208,12 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
     );
     let t = Instant::now();
     let added = dev
-        .diego_ok(&["lifecycles", "add", "static-site", site_v1_copy.to_str().unwrap()])
+        .diego_ok(&[
+            "lifecycles",
+            "add",
+            "static-site",
+            site_v1_copy.to_str().unwrap(),
+        ])
         .unwrap();
     assert!(added.contains("static-site is now 0.1.0"), "{added}");
     eprintln!("lifecycle added in {:.1} s", t.elapsed().as_secs_f64());
@@ -216,7 +221,11 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
     // ---- push a directory with an index.html with it, through the router ----
     let site = work.path().join("site");
     std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("index.html"), "<h1>hello from a static site</h1>\n").unwrap();
+    std::fs::write(
+        site.join("index.html"),
+        "<h1>hello from a static site</h1>\n",
+    )
+    .unwrap();
     let t = Instant::now();
     dev.diego_ok(&[
         "push",
@@ -257,7 +266,8 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
         "applications:\n- name: docs\n  lifecycle: static-site\n  memory: 64M\n",
     )
     .unwrap();
-    dev.diego_ok(&["push", "-p", docs.to_str().unwrap()]).unwrap();
+    dev.diego_ok(&["push", "-p", docs.to_str().unwrap()])
+        .unwrap();
     serves(&dev, "docs.localhost", "the docs");
     assert_eq!(app(&dev, "docs")["lifecycle"]["type"], "static-site");
 
@@ -273,10 +283,19 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
     let load = Load::start(&dev, "mysite.localhost");
     let cargo_toml = site_crate.join("Cargo.toml");
     let manifest = std::fs::read_to_string(&cargo_toml).unwrap();
-    std::fs::write(&cargo_toml, manifest.replace("version = \"0.1.0\"", "version = \"0.2.0\"")).unwrap();
+    std::fs::write(
+        &cargo_toml,
+        manifest.replace("version = \"0.1.0\"", "version = \"0.2.0\""),
+    )
+    .unwrap();
     let site_v2 = build_component(&site_crate);
     let upgraded = dev
-        .diego_ok(&["lifecycles", "add", "static-site", site_v2.to_str().unwrap()])
+        .diego_ok(&[
+            "lifecycles",
+            "add",
+            "static-site",
+            site_v2.to_str().unwrap(),
+        ])
         .unwrap();
     assert!(upgraded.contains("static-site is now 0.2.0"), "{upgraded}");
     let listed = dev.diego_ok(&["lifecycles", "list"]).unwrap();
@@ -326,7 +345,11 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
             "supports diego:lifecycle/plugin@0.1.x",
         ),
         ("faulty", artifacts::TEST_LIFECYCLE_FAULTY, "deadline"),
-        ("a-policy", artifacts::CLASSIC, "does not export diego:lifecycle/plugin"),
+        (
+            "a-policy",
+            artifacts::CLASSIC,
+            "does not export diego:lifecycle/plugin",
+        ),
     ] {
         let (code, err) = fails(&dev, &["lifecycles", "add", name, wasm]);
         assert_eq!(code, 4, "{name}: {err}");

@@ -7,6 +7,7 @@ mod abuse;
 mod crash;
 mod etcd_cluster;
 mod multi_bbs;
+mod tls;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

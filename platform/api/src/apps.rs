@@ -184,6 +184,9 @@ fn apply(settings: &mut Settings, s: AppSettings) -> Changes {
     if let Some(v) = s.stack {
         settings.stack = v;
     }
+    if let Some(v) = s.enable_ssh {
+        settings.enable_ssh = v;
+    }
     Changes {
         relaunch: before.memory_mb != settings.memory_mb
             || before.disk_mb != settings.disk_mb
@@ -191,7 +194,7 @@ fn apply(settings: &mut Settings, s: AppSettings) -> Changes {
             || before.command != settings.command
             || before.health_check_type != settings.health_check_type
             || before.health_check_http_endpoint != settings.health_check_http_endpoint,
-        routes: before.routes != settings.routes,
+        routes: before.routes != settings.routes || before.enable_ssh != settings.enable_ssh,
         instances: before.instances != settings.instances,
     }
 }
@@ -210,6 +213,7 @@ fn default_settings(name: &str, domain: &str) -> Settings {
         routes: vec![format!("{name}.{domain}")],
         lifecycle: LifecycleKind::Buildpack,
         stack: DEFAULT_STACK.to_owned(),
+        enable_ssh: true,
     }
 }
 
@@ -288,7 +292,7 @@ async fn apply_in_place(state: &Arc<State>, app: &App, changes: Changes) {
             let request = diego_model::requests::UpdateDesiredLrpRequest {
                 process_guid: pg.clone(),
                 update: diego_model::desired_lrp::DesiredLrpUpdate {
-                    routes: Some(launcher::routes(&app.settings.routes)),
+                    routes: Some(launcher::app_routes(&app.settings)),
                     ..Default::default()
                 },
                 expected_modification_tag: None,
@@ -959,7 +963,13 @@ async fn add_usage(state: &State, instances: &mut [InstanceView]) {
         let rep = cells
             .iter()
             .find(|c| c.cell_id == i.cell_id && i.state == "RUNNING")
-            .map(|c| diego_rep_client::RepClient::new(&c.rep_url, Duration::from_secs(2)));
+            .map(|c| {
+                diego_rep_client::RepClient::with_tls(
+                    &c.rep_url,
+                    Duration::from_secs(2),
+                    state.config.tls.as_ref(),
+                )
+            });
         let (pg, ig) = (i.process_guid.clone(), i.instance_guid.clone());
         async move {
             match rep {

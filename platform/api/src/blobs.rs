@@ -21,9 +21,9 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    pub fn new(base_url: &str) -> Self {
+    pub fn new(base_url: &str, tls: Option<&diego_tls::Tls>) -> Self {
         Blobs {
-            client: BlobClient::new(base_url),
+            client: BlobClient::with_tls(base_url, tls),
         }
     }
 

@@ -81,10 +81,18 @@ pub struct AppsClient {
 impl AppsClient {
     /// A client for the API at `api_url` (e.g. `http://127.0.0.1:9090`).
     pub fn new(api_url: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_tls(api_url, None)
+    }
+
+    /// A client presenting `tls`'s identity to an API serving mutual TLS.
+    pub fn with_tls(api_url: impl Into<String>, tls: Option<&diego_tls::Tls>) -> Self {
+        let http = diego_tls::client_builder(tls)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot configure the API client; using a default one");
+                reqwest::Client::new()
+            });
         AppsClient {
             http,
             base: api_url.into().trim_end_matches('/').to_owned(),
@@ -93,6 +101,12 @@ impl AppsClient {
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// A client of the log server the API serves on its port, sharing this client's
+    /// connections and identity.
+    pub fn logs(&self) -> diego_logs::LogClient {
+        diego_logs::LogClient::with_http(&self.base, self.http.clone())
     }
 
     fn url(&self, path: &str) -> String {
@@ -105,7 +119,7 @@ impl AppsClient {
             .await
             .map_err(|e| AppsClientError::Transport {
                 url: url.to_owned(),
-                message: e.to_string(),
+                message: diego_tls::error_chain(&e),
             })?;
         let status = response.status();
         if status.is_success() {

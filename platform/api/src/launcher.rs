@@ -12,7 +12,7 @@ use diego_model::actions::{Action, SerialAction};
 use crate::APPS_DOMAIN;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycles::launch_and_check;
-use crate::model::{App, DropletRecord, HealthCheckType, LifecycleKind};
+use crate::model::{App, DropletRecord, HealthCheckType, LifecycleKind, Settings};
 use crate::plan::{APP_PORT, check_actions, launch_actions};
 use crate::state::State;
 
@@ -38,6 +38,19 @@ pub fn rootfs(app: &App) -> String {
         (LifecycleKind::Docker, Some(image)) => docker_rootfs(image.trim()),
         _ => format!("preloaded:{}", app.settings.stack),
     }
+}
+
+/// The `routes` of an app's DesiredLRPs: [`routes`], and `diego-ssh` when SSH is enabled
+/// (the ssh proxy lets users in only then; its value is not read).
+pub fn app_routes(settings: &Settings) -> diego_model::desired_lrp::Routes {
+    let mut routes = routes(&settings.routes);
+    if settings.enable_ssh {
+        routes.insert(
+            diego_model::desired_lrp::SSH_ROUTES_KEY.to_owned(),
+            serde_json::json!({}),
+        );
+    }
+    routes
 }
 
 /// The `routes` of an app's DesiredLRPs: `cf-router` → its hostnames on port 8080.
@@ -189,7 +202,7 @@ pub async fn desired_lrp(
         disk_mb: i32::try_from(app.settings.disk_mb).unwrap_or(i32::MAX),
         privileged: false,
         ports: vec![u32::from(APP_PORT)],
-        routes: Some(routes(&app.settings.routes)),
+        routes: Some(app_routes(&app.settings)),
         log_source: APP_LOG_SOURCE.to_owned(),
         log_guid: app.guid.clone(),
         metrics_guid: app.guid.clone(),
@@ -241,5 +254,26 @@ mod tests {
             r[CF_ROUTER],
             serde_json::json!([{"hostnames": ["a.example"], "port": 8080}])
         );
+    }
+
+    #[test]
+    fn ssh_is_a_route_while_enabled() {
+        let mut settings: Settings = serde_json::from_value(serde_json::json!({
+            "instances": 1, "memory_mb": 64, "disk_mb": 64, "env": {}, "command": null,
+            "buildpacks": [], "docker_image": null, "health_check_type": "port",
+            "health_check_http_endpoint": null, "routes": ["a.example"],
+            "lifecycle": "buildpack", "stack": "cflinuxfs4"
+        }))
+        .unwrap();
+        assert!(
+            settings.enable_ssh,
+            "records from before the setting have SSH on"
+        );
+        let on = app_routes(&settings);
+        assert!(on.contains_key(diego_model::desired_lrp::SSH_ROUTES_KEY));
+        assert!(on.contains_key(CF_ROUTER));
+        settings.enable_ssh = false;
+        let off = app_routes(&settings);
+        assert!(!off.contains_key(diego_model::desired_lrp::SSH_ROUTES_KEY));
     }
 }

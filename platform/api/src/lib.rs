@@ -86,6 +86,9 @@ pub struct ApiConfig {
     pub staging_timeout: Duration,
     /// Largest bits or buildpack upload.
     pub max_upload_bytes: u64,
+    /// The identity presented to the BBS, the blob store, the log server and reps serving
+    /// mutual TLS (`None`: plain HTTP). Serving with it is the caller's listener's job.
+    pub tls: Option<diego_tls::Tls>,
 }
 
 impl ApiConfig {
@@ -112,6 +115,7 @@ impl ApiConfig {
             deploy_step_timeout: Duration::from_secs(180),
             staging_timeout: Duration::from_secs(15 * 60),
             max_upload_bytes: 1 << 30,
+            tls: None,
         }
     }
 }

@@ -104,6 +104,14 @@ pub struct Settings {
     pub routes: Vec<String>,
     pub lifecycle: LifecycleKind,
     pub stack: String,
+    /// Users may SSH into the app's instances (`diego ssh`; on unless turned off, as in
+    /// Cloud Foundry).
+    #[serde(default = "ssh_default")]
+    pub enable_ssh: bool,
+}
+
+fn ssh_default() -> bool {
+    true
 }
 
 /// `PUT /v1/apps/{name}`: every field optional; what is missing keeps its value (or default).
@@ -138,6 +146,8 @@ pub struct AppSettings {
     pub lifecycle: Option<LifecycleKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_ssh: Option<bool>,
 }
 
 /// The app's uploaded bits, as stored in the blob store.
@@ -265,6 +275,7 @@ impl Launch {
         launched.settings = Settings {
             instances: app.settings.instances,
             routes: app.settings.routes.clone(),
+            enable_ssh: app.settings.enable_ssh,
             ..self.settings.clone()
         };
         launched

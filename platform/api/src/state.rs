@@ -27,12 +27,12 @@ impl State {
     pub fn open(config: ApiConfig) -> Result<State, StartError> {
         let db = Db::open(&config.data_dir.join("apps.redb"))?;
         let logs = match &config.logs_url {
-            Some(url) => LogSender::spawn(url),
+            Some(url) => LogSender::spawn_with_tls(url, config.tls.as_ref()),
             None => LogSender::disabled(),
         };
         Ok(State {
-            bbs: BbsClient::new(&config.bbs_url),
-            blobs: Blobs::new(&config.blobstore_url),
+            bbs: BbsClient::with_tls(&config.bbs_url, config.tls.as_ref()),
+            blobs: Blobs::new(&config.blobstore_url, config.tls.as_ref()),
             lifecycles: Lifecycles::new(config.wasm_cache_dir.clone()),
             deployments: Deployments::default(),
             sync_now: tokio::sync::Notify::new(),

@@ -28,9 +28,14 @@ pub struct BlobClient {
 
 impl BlobClient {
     pub fn new(base_url: &str) -> BlobClient {
+        Self::with_tls(base_url, None)
+    }
+
+    /// A client presenting `tls`'s identity to a blob store serving mutual TLS.
+    pub fn with_tls(base_url: &str, tls: Option<&diego_tls::Tls>) -> BlobClient {
         BlobClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::builder()
+            http: diego_tls::client_builder(tls)
                 .connect_timeout(CONNECT_TIMEOUT)
                 .build()
                 .unwrap_or_default(),

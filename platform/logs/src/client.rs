@@ -43,9 +43,23 @@ const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 impl LogClient {
     pub fn new(base_url: &str) -> LogClient {
+        Self::with_http(base_url, reqwest::Client::new())
+    }
+
+    /// A client presenting `tls`'s identity to a log server serving mutual TLS.
+    pub fn with_tls(base_url: &str, tls: Option<&diego_tls::Tls>) -> LogClient {
+        let http = diego_tls::client_builder(tls).build().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot configure the log client; using a default one");
+            reqwest::Client::new()
+        });
+        Self::with_http(base_url, http)
+    }
+
+    /// A client sharing `http`'s connection pool (and its TLS identity).
+    pub fn with_http(base_url: &str, http: reqwest::Client) -> LogClient {
         LogClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http,
         }
     }
 

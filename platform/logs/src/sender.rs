@@ -49,6 +49,11 @@ impl LogSender {
     /// Outside a tokio runtime there is nowhere to run it, so the sender is disabled (with a
     /// warning) rather than panicking.
     pub fn spawn(base_url: &str) -> LogSender {
+        Self::spawn_with_tls(base_url, None)
+    }
+
+    /// As [`LogSender::spawn`], presenting `tls`'s identity to a log server serving mutual TLS.
+    pub fn spawn_with_tls(base_url: &str, tls: Option<&diego_tls::Tls>) -> LogSender {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             warn!("LogSender::spawn called outside a tokio runtime; logs are discarded");
             return LogSender::disabled();
@@ -57,7 +62,7 @@ impl LogSender {
         let dropped = Arc::new(AtomicU64::new(0));
         let batcher = Batcher {
             url: format!("{}/v1/logs", base_url.trim_end_matches('/')),
-            http: reqwest::Client::builder()
+            http: diego_tls::client_builder(tls)
                 .timeout(REQUEST_TIMEOUT)
                 .build()
                 .unwrap_or_default(),

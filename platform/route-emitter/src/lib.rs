@@ -39,6 +39,8 @@ pub struct EmitterConfig {
     pub router_timeout: Duration,
     /// After a failed call, how long before the whole table is sent to that router again.
     pub retry_after: Duration,
+    /// The identity presented to routers' admin APIs serving mutual TLS (`None`: plain HTTP).
+    pub tls: Option<diego_tls::Tls>,
 }
 
 impl Default for EmitterConfig {
@@ -49,6 +51,7 @@ impl Default for EmitterConfig {
             emitter_id: "route-emitter".into(),
             router_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -87,8 +90,12 @@ impl RouteEmitter {
             .iter()
             .enumerate()
             .map(|(i, url)| {
-                let client =
-                    RouterClient::with_timeout(url, &self.cfg.emitter_id, self.cfg.router_timeout);
+                let client = RouterClient::with_tls(
+                    url,
+                    &self.cfg.emitter_id,
+                    self.cfg.router_timeout,
+                    self.cfg.tls.as_ref(),
+                );
                 Link::spawn(
                     i,
                     client,

@@ -39,7 +39,18 @@ impl RouterClient {
         emitter: impl Into<String>,
         timeout: Duration,
     ) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_tls(base_url, emitter, timeout, None)
+    }
+
+    /// As [`RouterClient::with_timeout`], presenting `tls`'s identity to an admin API serving
+    /// mutual TLS.
+    pub fn with_tls(
+        base_url: impl Into<String>,
+        emitter: impl Into<String>,
+        timeout: Duration,
+        tls: Option<&diego_tls::Tls>,
+    ) -> Self {
+        let http = diego_tls::client_builder(tls)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
             .timeout(timeout)
             .build()

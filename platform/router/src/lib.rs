@@ -107,15 +107,15 @@ impl Router {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        Self {
-            shared: Arc::new(Shared {
-                table: table::RouteTable::new(cfg.bad_endpoint_for),
-                counters: metrics::Counters::default(),
-                client,
-                access_log,
-                cfg,
-            }),
-        }
+        let shared = Arc::new(Shared {
+            table: table::RouteTable::new(cfg.bad_endpoint_for),
+            counters: metrics::Counters::default(),
+            client,
+            access_log,
+            cfg,
+        });
+        diego_telemetry::on_scrape(&shared, admin::publish);
+        Self { shared }
     }
 
     /// The proxy for the HTTP port. Serve it with
@@ -156,13 +156,14 @@ impl Router {
             .await
     }
 
-    /// Serves the admin API on `listener` until `shutdown`.
+    /// Serves the admin API on `listener` (a `TcpListener`, or a [`diego_tls::Listener`] for
+    /// mutual TLS: it is internal, unlike the proxy) until `shutdown`.
     pub async fn serve_admin(
         self,
-        listener: tokio::net::TcpListener,
+        listener: impl Into<diego_tls::Listener>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.admin())
+        axum::serve(listener.into(), self.admin())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }

@@ -26,6 +26,8 @@ pub struct DevConfig {
     pub domain: String,
     /// Extra `diego dev` flags.
     pub args: Vec<String>,
+    /// The log filter (`--log`).
+    pub log: String,
 }
 
 impl Default for DevConfig {
@@ -34,6 +36,7 @@ impl Default for DevConfig {
             cells: 1,
             domain: "localhost".into(),
             args: vec!["--crash-backoff-min".into(), "2s".into()],
+            log: "info".into(),
         }
     }
 }
@@ -48,6 +51,12 @@ pub struct DevPlatform {
     /// The router's proxy address (`127.0.0.1:PORT`).
     pub router_addr: String,
     pub router_admin_url: String,
+    /// The brain's API (start requests, policy, `/metrics`).
+    pub brain_url: String,
+    /// The ssh proxy (`127.0.0.1:PORT`).
+    pub ssh_addr: String,
+    /// The ssh proxy's HTTP API (one-time codes).
+    pub ssh_api_url: String,
     proc: Option<Proc>,
     starts: usize,
     /// Where the data and logs are; `None` once kept after a failure.
@@ -69,6 +78,9 @@ impl DevPlatform {
             api_url: format!("http://127.0.0.1:{}", free_port()),
             router_addr: format!("127.0.0.1:{}", free_port()),
             router_admin_url: format!("http://127.0.0.1:{}", free_port()),
+            brain_url: format!("http://127.0.0.1:{}", free_port()),
+            ssh_addr: format!("127.0.0.1:{}", free_port()),
+            ssh_api_url: format!("http://127.0.0.1:{}", free_port()),
             config,
             proc: None,
             starts: 0,
@@ -86,23 +98,26 @@ impl DevPlatform {
 
     fn launch(&mut self) -> Result<()> {
         let host_port = |url: &str| url.trim_start_matches("http://").to_string();
-        let brain_port = free_port();
         let mut args: Vec<String> = vec![
             "--log".into(),
-            "info".into(),
+            self.config.log.clone(),
             "dev".into(),
             "--data-dir".into(),
             self.data_dir().display().to_string(),
             "--listen".into(),
             host_port(&self.bbs_url),
             "--brain-listen".into(),
-            format!("127.0.0.1:{brain_port}"),
+            host_port(&self.brain_url),
             "--api-listen".into(),
             host_port(&self.api_url),
             "--router-listen".into(),
             self.router_addr.clone(),
             "--router-admin-listen".into(),
             host_port(&self.router_admin_url),
+            "--ssh-listen".into(),
+            self.ssh_addr.clone(),
+            "--ssh-admin-listen".into(),
+            host_port(&self.ssh_api_url),
             "--domain".into(),
             self.config.domain.clone(),
             "--cells".into(),
@@ -156,6 +171,7 @@ impl DevPlatform {
             .args(args)
             .env("DIEGO_ADDR", &self.bbs_url)
             .env("DIEGO_API", &self.api_url)
+            .env("DIEGO_SSH_PROXY", &self.ssh_api_url)
             .env("NO_COLOR", "1")
             .output()
             .with_context(|| format!("cannot run diego {}", args.join(" ")))
@@ -201,6 +217,13 @@ impl DevPlatform {
             || check(self),
             || self.log_tail(),
         )
+    }
+
+    /// The whole log of the current `diego dev` run (its stderr).
+    pub fn log(&self) -> Result<String> {
+        let proc = self.proc.as_ref().context("diego dev is not running")?;
+        std::fs::read_to_string(&proc.log)
+            .with_context(|| format!("cannot read {}", proc.log.display()))
     }
 
     /// The tail of the current `diego dev` log.

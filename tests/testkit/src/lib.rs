@@ -13,6 +13,7 @@ pub mod bbs;
 pub mod dev;
 pub mod etcd;
 pub mod platform;
+pub mod prometheus;
 pub mod registry;
 pub mod root;
 

@@ -9,6 +9,11 @@
 //! `address:host_port` of its net info.
 //! When the [`Platform`] is dropped every process is killed and every cell's containers are
 //! destroyed (`diego cell --cleanup`), so a failed test leaks nothing.
+//!
+//! With [`PlatformConfig::tls`] every role serves and calls over mutual TLS with certificates
+//! `diego certs` made in the platform's directory ([`Platform::tls_dir`]); URLs are https://
+//! (the router's proxy stays plain), and [`Platform::diego`] and the waits use the `client`
+//! certificate.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,6 +32,10 @@ pub struct Proc {
     pub url: String,
     pub log: PathBuf,
     child: Option<Child>,
+    /// How it was started, for [`Proc::restart`].
+    diego: PathBuf,
+    args: Vec<String>,
+    own_group: bool,
 }
 
 impl Proc {
@@ -50,8 +59,32 @@ impl Proc {
         log: PathBuf,
         own_group: bool,
     ) -> Result<Proc> {
+        let child = Self::start(diego, args, &log, own_group, false)?;
+        Ok(Proc {
+            name: name.to_string(),
+            url,
+            log,
+            child: Some(child),
+            diego: diego.to_path_buf(),
+            args: args.to_vec(),
+            own_group,
+        })
+    }
+
+    fn start(
+        diego: &Path,
+        args: &[String],
+        log: &Path,
+        own_group: bool,
+        append: bool,
+    ) -> Result<Child> {
         use std::os::unix::process::CommandExt as _;
-        let out = std::fs::File::create(&log)
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let err = out.try_clone()?;
         let mut command = Command::new(diego);
@@ -65,12 +98,26 @@ impl Proc {
             .stderr(Stdio::from(err))
             .spawn()
             .with_context(|| format!("cannot start {} {}", diego.display(), args.join(" ")))?;
-        Ok(Proc {
-            name: name.to_string(),
-            url,
-            log,
-            child: Some(child),
-        })
+        Ok(child)
+    }
+
+    /// Stops it with SIGTERM (waiting up to `timeout`, then SIGKILL) and starts it again with
+    /// the same flags (so on the same address and data), its log continued.
+    pub fn restart(&mut self, timeout: Duration) -> Result<()> {
+        if self.child.is_some() {
+            self.sigterm();
+            if let Err(e) = self.wait_exit(timeout) {
+                eprintln!("{e:#}; killed");
+            }
+        }
+        self.child = Some(Self::start(
+            &self.diego,
+            &self.args,
+            &self.log,
+            self.own_group,
+            true,
+        )?);
+        Ok(())
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -163,6 +210,8 @@ pub struct PlatformConfig {
     pub cell_args: Vec<String>,
     /// Extra flags for every brain.
     pub brain_args: Vec<String>,
+    /// Mutual TLS between every part (see the module doc).
+    pub tls: bool,
 }
 
 impl Default for PlatformConfig {
@@ -177,6 +226,7 @@ impl Default for PlatformConfig {
             crash_backoff_min: Duration::from_secs(2),
             cell_args: Vec::new(),
             brain_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -193,8 +243,14 @@ pub struct Platform {
     pub config: PlatformConfig,
     /// A prefix that makes this platform's cell ids unique on the machine.
     pub prefix: String,
+    /// The `client` identity in [`Platform::tls_dir`], with TLS on.
+    tls: Option<diego_tls::Tls>,
     dir: tempfile::TempDir,
 }
+
+/// Every address a test platform's roles listen on: loopback and cells' 127.0.0.(10+i).
+const TLS_HOSTS: &str = "127.0.0.1,localhost,127.0.0.10,127.0.0.11,127.0.0.12,127.0.0.13,\
+127.0.0.14,127.0.0.15,127.0.0.16,127.0.0.17";
 
 impl Platform {
     /// Starts the BBS, the brains and the cells, and waits until every cell's presence is in
@@ -205,23 +261,31 @@ impl Platform {
             .tempdir()
             .context("cannot create the platform's temp dir")?;
         let prefix = format!("p{}", free_port());
+        let tls = if config.tls {
+            Some(make_certs(diego, &dir.path().join("tls"), &[])?)
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let bbs_port = free_port();
-        let bbs_url = format!("http://127.0.0.1:{bbs_port}");
+        let bbs_url = format!("{scheme}://127.0.0.1:{bbs_port}");
+        let mut bbs_args = tls_args(dir.path(), config.tls);
+        bbs_args.extend([
+            "--log".into(),
+            "info".into(),
+            "bbs".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{bbs_port}"),
+            "--data-dir".into(),
+            dir.path().join("bbs").display().to_string(),
+            "--crash-backoff-min".into(),
+            format!("{}ms", config.crash_backoff_min.as_millis()),
+        ]);
         let bbs = Proc::spawn(
             diego,
             "bbs",
             bbs_url.clone(),
-            &[
-                "--log".into(),
-                "info".into(),
-                "bbs".into(),
-                "--listen".into(),
-                format!("127.0.0.1:{bbs_port}"),
-                "--data-dir".into(),
-                dir.path().join("bbs").display().to_string(),
-                "--crash-backoff-min".into(),
-                format!("{}ms", config.crash_backoff_min.as_millis()),
-            ],
+            &bbs_args,
             dir.path().join("bbs.log"),
         )?;
         let mut platform = Platform {
@@ -232,6 +296,7 @@ impl Platform {
             services: Vec::new(),
             config: config.clone(),
             prefix,
+            tls,
             dir,
         };
         platform.wait_http(&format!("{bbs_url}/v1/ping"), "POST", "the BBS")?;
@@ -256,8 +321,47 @@ impl Platform {
         &self.bbs.url
     }
 
+    /// Restarts the BBS (SIGTERM, then the same flags: same address, same data) and waits
+    /// until it answers.
+    pub fn restart_bbs(&mut self) -> Result<()> {
+        self.bbs.restart(Duration::from_secs(10))?;
+        let ping = format!("{}/v1/ping", self.bbs.url);
+        self.wait_http(&ping, "POST", "the BBS")
+    }
+
+    /// Restarts the service (`diego api` or `diego router`) named `name` as
+    /// [`Proc::restart`] does, and waits until it answers at `ready` (a URL).
+    pub fn restart_service(&mut self, name: &str, ready: &str) -> Result<()> {
+        let service = self
+            .services
+            .iter_mut()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no service {name}"))?;
+        service.restart(Duration::from_secs(10))?;
+        self.wait_http(ready, "GET", name)
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Where the certificates are (`ca.pem`, `NAME.pem`, `NAME-key.pem`), with TLS on.
+    pub fn tls_dir(&self) -> Option<PathBuf> {
+        self.config.tls.then(|| self.dir.path().join("tls"))
+    }
+
+    /// The `client` identity, with TLS on.
+    pub fn tls(&self) -> Option<&diego_tls::Tls> {
+        self.tls.as_ref()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.config.tls { "https" } else { "http" }
+    }
+
+    /// `--tls-dir DIR` with TLS on, else nothing: the global flags every `diego` gets.
+    pub fn global_args(&self) -> Vec<String> {
+        tls_args(self.dir.path(), self.config.tls)
     }
 
     pub fn cell_id(&self, i: usize) -> String {
@@ -274,7 +378,8 @@ impl Platform {
     }
 
     fn cell_base_args(&self, i: usize) -> Vec<String> {
-        let mut args = vec![
+        let mut args = self.global_args();
+        args.extend([
             "--bbs-url".into(),
             self.bbs.url.clone(),
             "cell".into(),
@@ -282,7 +387,7 @@ impl Platform {
             self.cell_id(i),
             "--data-dir".into(),
             self.cell_data_dir(i).display().to_string(),
-        ];
+        ]);
         for (name, dir) in &self.config.rootfs {
             args.push("--rootfs".into());
             args.push(format!("{name}={}", dir.display()));
@@ -294,7 +399,7 @@ impl Platform {
     pub fn start_cell(&mut self, i: usize) -> Result<()> {
         let port = free_port();
         let ip = self.cell_ip(i);
-        let url = format!("http://{ip}:{port}");
+        let url = format!("{}://{ip}:{port}", self.scheme());
         let mut args = vec!["--log".to_string(), "info".into()];
         args.extend(self.cell_base_args(i));
         args.extend([
@@ -321,8 +426,9 @@ impl Platform {
     /// Starts (or restarts) brain `i` on a fresh port.
     pub fn start_brain(&mut self, i: usize) -> Result<()> {
         let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut args: Vec<String> = vec![
+        let url = format!("{}://127.0.0.1:{port}", self.scheme());
+        let mut args = self.global_args();
+        args.extend([
             "--log".into(),
             "info".into(),
             "--bbs-url".into(),
@@ -334,7 +440,7 @@ impl Platform {
             format!("{}s", self.config.ttl_seconds),
             "--convergence-interval".into(),
             "2s".into(),
-        ];
+        ]);
         args.extend(self.config.brain_args.iter().cloned());
         let log = self.dir.path().join(format!("brain-{i}.log"));
         let proc = Proc::spawn(&self.diego, &format!("brain-{i}"), url.clone(), &args, log)?;
@@ -349,8 +455,9 @@ impl Platform {
     /// Starts `diego api` (the apps API with the blob store and the log server) on `port`,
     /// naming `router_port` in apps' URLs; its URL.
     pub fn start_api(&mut self, port: u16, router_port: u16) -> Result<String> {
-        let url = format!("http://127.0.0.1:{port}");
-        let args: Vec<String> = vec![
+        let url = format!("{}://127.0.0.1:{port}", self.scheme());
+        let mut args = self.global_args();
+        args.extend([
             "--log".into(),
             "info".into(),
             "--bbs-url".into(),
@@ -364,7 +471,7 @@ impl Platform {
             router_port.to_string(),
             "--sync-interval".into(),
             "5s".into(),
-        ];
+        ]);
         let log = self.dir.path().join("api.log");
         let proc = Proc::spawn(&self.diego, "api", url.clone(), &args, log)?;
         self.services.push(proc);
@@ -375,8 +482,10 @@ impl Platform {
     /// Starts `diego router` proxying on `proxy_port`, its access logs to `logs_url`; the URL
     /// of its registration API.
     pub fn start_router(&mut self, proxy_port: u16, logs_url: &str) -> Result<String> {
-        let admin = format!("http://127.0.0.1:{}", free_port());
-        let args: Vec<String> = vec![
+        let admin_addr = format!("127.0.0.1:{}", free_port());
+        let admin = format!("{}://{admin_addr}", self.scheme());
+        let mut args = self.global_args();
+        args.extend([
             "--log".into(),
             "info".into(),
             "--bbs-url".into(),
@@ -385,10 +494,10 @@ impl Platform {
             "--listen".into(),
             format!("127.0.0.1:{proxy_port}"),
             "--admin-listen".into(),
-            admin.trim_start_matches("http://").to_string(),
+            admin_addr,
             "--logs-url".into(),
             logs_url.to_string(),
-        ];
+        ]);
         let log = self.dir.path().join("router.log");
         let proc = Proc::spawn(&self.diego, "router", admin.clone(), &args, log)?;
         self.services.push(proc);
@@ -399,6 +508,7 @@ impl Platform {
     /// Runs a `diego` command against this platform's BBS.
     pub fn diego(&self, args: &[&str]) -> Result<Output> {
         Command::new(&self.diego)
+            .args(self.global_args())
             .args(["--log", "warn", "--bbs-url", &self.bbs.url])
             .args(args)
             .output()
@@ -474,7 +584,9 @@ impl Platform {
     fn wait_http(&self, url: &str, method: &str, what: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if http_request(url, method, "").is_ok_and(|(status, _)| status < 500) {
+            if http_request_with(url, method, "", self.tls.as_ref())
+                .is_ok_and(|(status, _)| status < 500)
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -532,15 +644,32 @@ pub fn succeeded(args: &[&str], out: Output) -> Result<String> {
 /// A minimal HTTP/1.0 request (no client library: testkit stays blocking and small). Returns
 /// the status and body.
 pub fn http_request(url: &str, method: &str, body: &str) -> Result<(u16, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("not an http URL: {url}"))?;
+    http_request_with(url, method, body, None)
+}
+
+/// As [`http_request`]; an `https://` URL is spoken to over TLS with `tls`'s identity.
+pub fn http_request_with(
+    url: &str,
+    method: &str,
+    body: &str,
+    tls: Option<&diego_tls::Tls>,
+) -> Result<(u16, String)> {
+    let (rest, tls) = match (url.strip_prefix("https://"), tls) {
+        (Some(rest), Some(tls)) => (rest, Some(tls)),
+        (Some(_), None) => bail!("{url} needs a TLS identity"),
+        (None, _) => (
+            url.strip_prefix("http://")
+                .with_context(|| format!("not an http URL: {url}"))?,
+            None,
+        ),
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let mut stream = TcpStream::connect(host).with_context(|| format!("connect {host}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let tcp = TcpStream::connect(host).with_context(|| format!("connect {host}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut stream = tls_stream(tcp, host, tls)?;
     write!(
         stream,
         "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -558,6 +687,91 @@ pub fn http_request(url: &str, method: &str, body: &str) -> Result<(u16, String)
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// A connection to `host` (`ADDR:PORT`), over TLS with `tls`.
+pub(crate) fn tls_stream(
+    tcp: TcpStream,
+    host: &str,
+    tls: Option<&diego_tls::Tls>,
+) -> Result<Box<dyn ReadWrite>> {
+    let Some(tls) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let name = host
+        .rsplit_once(':')
+        .map_or(host, |(name, _)| name)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .with_context(|| format!("not a server name: {name}"))?;
+    let connection = rustls::ClientConnection::new(tls.client_config(), name)?;
+    Ok(Box::new(rustls::StreamOwned::new(connection, tcp)))
+}
+
+/// How a TLS server at `url` treats a client with `config` that completes its side of the
+/// handshake and then waits, sending nothing (so the server's verdict arrives as an alert, not
+/// as a reset racing a request): `Ok(why)` when the server refused it, with the alert it sent;
+/// an error when it kept the connection open.
+pub fn tls_refusal(url: &str, config: std::sync::Arc<rustls::ClientConfig>) -> Result<String> {
+    let host = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let tcp = TcpStream::connect(host).with_context(|| format!("connect {host}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .with_context(|| format!("not a server name: {name}"))?;
+    let connection = rustls::ClientConnection::new(config, name)?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            bail!("{url} kept the connection open")
+        }
+        Err(e) => Ok(e.to_string()),
+        Ok(0) => Ok("closed without a word".into()),
+        Ok(_) => bail!("{url} sent data unasked"),
+    }
+}
+
+/// A blocking byte stream, plain or TLS.
+pub(crate) trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Makes the CA and every role's certificates with `diego certs` in `dir` (hosts: loopback and
+/// cells' addresses, plus `extra_hosts`); the `client` identity.
+pub fn make_certs(diego: &Path, dir: &Path, extra_hosts: &[&str]) -> Result<diego_tls::Tls> {
+    let mut hosts = TLS_HOSTS.to_string();
+    for host in extra_hosts {
+        hosts.push(',');
+        hosts.push_str(host);
+    }
+    let out = Command::new(diego)
+        .args(["certs", "--out"])
+        .arg(dir)
+        .args(["--hosts", &hosts])
+        .output()
+        .context("cannot run diego certs")?;
+    succeeded(&["certs"], out)?;
+    diego_tls::Tls::load(&diego_tls::TlsFiles::in_dir(dir, "client"))
+        .with_context(|| format!("cannot load the client certificate in {}", dir.display()))
+}
+
+/// `--tls-dir ROOT/tls` when `on`.
+fn tls_args(root: &Path, on: bool) -> Vec<String> {
+    if on {
+        vec!["--tls-dir".into(), root.join("tls").display().to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 /// `GET http://address:port/` answers 200.

@@ -191,6 +191,16 @@ async fn missing_instances_are_created_and_auctioned_in_one_batched_post() {
     let done = c.converge().await.unwrap();
     assert_eq!(done.lrps_created, 3, "{done:?}");
     assert_eq!(done.lrps_auctioned, 3, "{done:?}");
+    // What the pass found, before it repaired (Diego's LRPsDesired, LRPsMissing, ...).
+    assert_eq!(
+        done.lrps,
+        LrpCounts {
+            desired: 5,
+            unclaimed: 2,
+            missing: 3,
+            ..LrpCounts::default()
+        }
+    );
     for (guid, index) in [("web", 1), ("web", 2), ("worker", 0)] {
         assert_eq!(
             ordinary(c, guid, index).await.state,
@@ -207,7 +217,7 @@ async fn missing_instances_are_created_and_auctioned_in_one_batched_post() {
 
     // A converged state needs nothing more.
     let again = c.converge().await.unwrap();
-    assert_eq!(again, ConvergeResponse::default());
+    assert_eq!(again.repairs(), ConvergeResponse::default());
 }
 
 #[tokio::test]
@@ -254,7 +264,11 @@ async fn instances_on_a_lost_cell_become_suspect_or_unclaimed_and_the_cell_comin
         .unwrap();
     register_cell(c, "cell-1", &rep.url, 2).await; // renewed
     let done = c.converge().await.unwrap();
-    assert_eq!(done, ConvergeResponse::default(), "the cell is alive");
+    assert_eq!(
+        done.repairs(),
+        ConvergeResponse::default(),
+        "the cell is alive"
+    );
 
     cell_gone(c, "cell-1").await;
     let done = c.converge().await.unwrap();
@@ -434,6 +448,9 @@ async fn extra_and_orphaned_instances_are_retired_only_while_their_domain_is_fre
 
     let done = c.converge().await.unwrap();
     assert_eq!(done.lrps_retired, 0, "domain not fresh: {done:?}");
+    assert_eq!(done.lrps.desired, 1, "{done:?}");
+    assert_eq!(done.lrps.extra, 2, "index 5 and the orphan: {done:?}");
+    assert_eq!(done.lrps.suspect_running, 1, "{done:?}");
     assert!(row(&rows(c, "web").await, 5, Presence::Ordinary).is_some());
     assert_eq!(rows(c, "gone").await.len(), 2);
 
@@ -469,6 +486,9 @@ async fn crashed_instances_are_restarted_once_their_backoff_elapsed() {
     assert_eq!(ordinary(c, "web", 0).await.state, ActualLrpState::Crashed);
     let done = c.converge().await.unwrap();
     assert_eq!(done.lrps_auctioned, 0, "still backing off: {done:?}");
+    assert_eq!(done.lrps.crashed, 1, "{done:?}");
+    assert_eq!(done.lrps.crashing_desired, 1, "{done:?}");
+    assert_eq!(done.lrps.running, 0, "{done:?}");
     assert_eq!(ordinary(c, "web", 0).await.state, ActualLrpState::Crashed);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -734,7 +754,7 @@ async fn converge_refuses_unknown_fields_and_accepts_an_empty_body() {
     let empty = http.post(&url).send().await.unwrap();
     assert_eq!(empty.status(), 200);
     let body: ConvergeResponse = empty.json().await.unwrap();
-    assert_eq!(body, ConvergeResponse::default());
+    assert_eq!(body.repairs(), ConvergeResponse::default());
 }
 
 /// Many instances at once: when every instance of several large LRPs has gone stale, one pass
@@ -751,7 +771,11 @@ async fn a_pass_over_thousands_of_stale_instances_auctions_them_in_one_post() {
         c.desire_lrp(&lrp(&format!("app-{i}"), 1000)).await.unwrap();
     }
     let done = c.converge().await.unwrap();
-    assert_eq!(done, ConvergeResponse::default(), "nothing is stale yet");
+    assert_eq!(
+        done.repairs(),
+        ConvergeResponse::default(),
+        "nothing is stale yet"
+    );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     auctioneer.lrps.lock().unwrap().clear();

@@ -32,7 +32,10 @@ async fn versions_are_added_in_order_and_old_bytes_roll_back() {
         .await
         .unwrap();
     assert_eq!(r.name, "static-site");
-    assert!(r.versions[0].added_at > 0, "the BBS stamps when it was added");
+    assert!(
+        r.versions[0].added_at > 0,
+        "the BBS stamps when it was added"
+    );
     let r = c
         .add_lifecycle_version("static-site", &version("0.2.0", 'b'))
         .await
@@ -75,7 +78,11 @@ async fn bad_lifecycles_are_refused_with_nothing_stored() {
             .add_lifecycle_version(name, &version("1.0.0", 'a'))
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), Some(ErrorType::InvalidRequest), "{name:?}: {err}");
+        assert_eq!(
+            err.kind(),
+            Some(ErrorType::InvalidRequest),
+            "{name:?}: {err}"
+        );
     }
     let mut bad = version("", 'a');
     bad.sha256 = "not-a-digest".into();

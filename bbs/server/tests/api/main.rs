@@ -12,6 +12,7 @@ mod events;
 mod leases;
 mod lifecycles;
 mod listings;
+mod observability;
 mod openapi;
 mod policy;
 mod tasks;

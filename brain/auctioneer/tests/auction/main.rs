@@ -43,6 +43,8 @@ pub struct RepState {
     pub mode: Mode,
     /// Every `/work` body received.
     pub works: Vec<Work>,
+    /// The request id each `/work` carried.
+    pub request_ids: Vec<Option<String>>,
 }
 
 /// A rep that takes work without containers: it reserves capacity and lists the work in its
@@ -109,10 +111,16 @@ async fn rep_state(State(s): State<Arc<Mutex<RepState>>>) -> axum::Json<CellStat
 
 async fn rep_work(
     State(s): State<Arc<Mutex<RepState>>>,
+    headers: axum::http::HeaderMap,
     axum::Json(work): axum::Json<Work>,
 ) -> axum::Json<Work> {
     let mut s = s.lock().unwrap();
     s.works.push(work.clone());
+    let id = headers
+        .get(diego_telemetry::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    s.request_ids.push(id);
     if s.mode == Mode::RefuseAll || work.cell_id != s.state.cell_id {
         return axum::Json(work);
     }
@@ -170,6 +178,7 @@ pub async fn start_rep(bbs: &BbsClient, cell_id: &str, zone: &str, memory_mb: i3
         },
         mode: Mode::Accept,
         works: Vec::new(),
+        request_ids: Vec::new(),
     }));
     let app = axum::Router::new()
         .route("/ping", get(|| async { "ok" }))

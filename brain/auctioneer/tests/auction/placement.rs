@@ -175,3 +175,55 @@ async fn a_standby_brain_refuses_work_and_bad_input_is_a_400() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(active.auctioneer.queued(), 0);
 }
+
+#[tokio::test]
+async fn the_requests_ids_go_with_the_work_and_placements_are_counted() {
+    let bbs = start_bbs().await;
+    let rep = start_rep(&bbs.client, "cell-a", "z1", 4096).await;
+    // Active, but no runner: both requests wait for the one auction below.
+    let brain = start_brain(&bbs, false).await;
+    brain.auctioneer.activate().await;
+    for (guid, id) in [("web", "desire-web"), ("worker", "desire-worker")] {
+        let start = desire(&bbs.client, &desired(guid, 1, 128, "preloaded:cflinuxfs4")).await;
+        let r = brain
+            .http
+            .post(format!("{}/v1/lrps", brain.url))
+            .header(diego_telemetry::REQUEST_ID_HEADER, id)
+            .json(&[start])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(r.headers()[diego_telemetry::REQUEST_ID_HEADER], id);
+    }
+    let started = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("AuctioneerLRPAuctionsStarted "))
+            .map_or(0.0, |v| v.trim().parse().unwrap())
+    };
+    let metrics = || async {
+        brain
+            .http
+            .get(format!("{}/metrics", brain.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = started(&metrics().await);
+
+    let report = brain.auctioneer.auction_once().await;
+    assert_eq!(report.lrps_placed, 2, "{report:?}");
+    // One Work for the cell, carrying both requests' ids.
+    let ids = rep.inner.lock().unwrap().request_ids.clone();
+    assert_eq!(ids, [Some("desire-web,desire-worker".to_owned())]);
+    // Other tests in this process count too: at least these two.
+    let after = metrics().await;
+    assert!(started(&after) - before >= 2.0, "{after}");
+    assert!(
+        after.contains("# TYPE AuctioneerLRPAuctionsStarted counter"),
+        "{after}"
+    );
+}

@@ -194,7 +194,7 @@ fn process_spec(action: &RunAction, base_env: &[EnvironmentVariable]) -> Process
         dir: (!action.dir.is_empty()).then(|| action.dir.clone()),
         user: (!action.user.is_empty()).then(|| action.user.clone()),
         stdin: None,
-        tty: false,
+        ..ProcessSpec::default()
     }
 }
 

@@ -123,7 +123,7 @@ async fn isolation_pid1_hostname_no_host_processes() {
         .run_and_wait(
             &h,
             ProcessSpec {
-                tty: true,
+                tty: Some(diego_garden::TtySpec::default()),
                 ..sh("tty; test -t 0 && test -t 1 && echo in-tty; stty size; echo err >&2")
             },
         )
@@ -135,7 +135,7 @@ async fn isolation_pid1_hostname_no_host_processes() {
         .run_and_wait(
             &h,
             ProcessSpec {
-                tty: true,
+                tty: Some(diego_garden::TtySpec::default()),
                 stdin: Some("typed\n".into()),
                 argv: vec!["cat".into()],
                 ..ProcessSpec::default()

@@ -11,6 +11,7 @@ mod common;
 mod adopt;
 mod api;
 mod escape;
+mod interactive;
 mod isolation;
 mod leaks;
 mod limits;

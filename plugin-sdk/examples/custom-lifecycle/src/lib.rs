@@ -98,7 +98,9 @@ impl Guest for StaticSite {
                 },
                 process_types: vec![ProcessType {
                     name: "web".to_owned(),
-                    command: "python3 -m http.server $PORT --bind 0.0.0.0 --directory /home/vcap/app".to_owned(),
+                    command:
+                        "python3 -m http.server $PORT --bind 0.0.0.0 --directory /home/vcap/app"
+                            .to_owned(),
                 }],
                 sidecars: Vec::new(),
                 execution_metadata: String::new(),

@@ -9,7 +9,11 @@ struct Trapper;
 
 impl Policy for Trapper {
     fn info() -> PolicyInfo {
-        PolicyInfo::new("trapper", "0.0.0", "test guest: classic, traps on trap- apps")
+        PolicyInfo::new(
+            "trapper",
+            "0.0.0",
+            "test guest: classic, traps on trap- apps",
+        )
     }
 
     fn place(batch: &Batch) -> Vec<Outcome> {
@@ -18,7 +22,10 @@ impl Policy for Trapper {
             WorkKind::Task { .. } => false,
         });
         if trap {
-            panic!("trapper: refusing a trap- app in a batch of {} items", batch.works.len());
+            panic!(
+                "trapper: refusing a trap- app in a batch of {} items",
+                batch.works.len()
+            );
         }
         place(batch, Strategy::Classic)
     }
