@@ -65,6 +65,9 @@ pub(crate) struct Slot {
     pub stop_reason: Option<StopReason>,
     /// LRP: how an SSH session runs in the instance, once its container is made.
     pub session: Option<Arc<crate::ssh::SessionContext>>,
+    /// Task: runs in the rep itself, with no container (a docker staging resolves its image
+    /// natively), so a missing container is no sign of a lost one.
+    pub containerless: bool,
 }
 
 pub(crate) struct Inner {
@@ -567,6 +570,7 @@ impl Slot {
             stop: CancellationToken::new(),
             stop_reason: None,
             session: None,
+            containerless: false,
         }
     }
 }

@@ -128,8 +128,11 @@ async fn stage(
         .with_http(inner.lifecycles.http().clone())
         .with_log_sink(sink);
     let staged = if request.docker_image.is_some() {
-        // no container: the task runs from here on
-        inner.with_slot(guid, |s| s.state = ContainerState::Running);
+        // no container: the task runs from here on, in the rep
+        inner.with_slot(guid, |s| {
+            s.state = ContainerState::Running;
+            s.containerless = true;
+        });
         let registry = inner.config.native_config().registry;
         let staged = diego_lifecycle_runner::stage_docker(&plugin, &registry, &request).await;
         if let Ok(staged) = &staged {

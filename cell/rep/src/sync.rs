@@ -112,7 +112,8 @@ pub(crate) async fn sync_once(inner: &Inner) -> Result<(), diego_bbs_client::Cli
             let seen = Seen {
                 kind: s.kind.clone(),
                 claimed: s.claimed,
-                has_container: matches!(s.state, ContainerState::Created | ContainerState::Running),
+                has_container: !s.containerless
+                    && matches!(s.state, ContainerState::Created | ContainerState::Running),
             };
             (guid.clone(), seen)
         })

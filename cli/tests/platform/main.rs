@@ -24,6 +24,35 @@ use diego_testkit::platform::answers_http;
 use diego_testkit::{Platform, PlatformConfig};
 use serde_json::Value;
 
+/// The repository's root.
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `diego app NAME -o json` against a `diego dev`.
+fn app_json(dev: &diego_testkit::DevPlatform, name: &str) -> Value {
+    let out = dev.diego_ok(&["app", name, "-o", "json"]).unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// A failing `diego <args>` against a `diego dev`: its exit code and stderr.
+fn fails(dev: &diego_testkit::DevPlatform, args: &[&str]) -> (i32, String) {
+    let out = dev.diego(args).unwrap();
+    assert!(
+        !out.status.success(),
+        "diego {} should have failed; stdout: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// One platform at a time.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());

@@ -10,16 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{app_json, fails, repo};
 use diego_plugin_artifacts as artifacts;
 use diego_testkit::{DevConfig, DevPlatform};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// `cargo new --lib NAME` with the Cargo.toml docs/plugins.md gives, `src/lib.rs` from
 /// `source`; the guests' Cargo.lock pins the versions diego is tested with.
@@ -83,26 +77,6 @@ fn build_component(krate: &Path) -> PathBuf {
         .to_string_lossy()
         .replace('-', "_");
     target.join(format!("wasm32-wasip2/release/{stem}.wasm"))
-}
-
-fn app(dev: &DevPlatform, name: &str) -> Value {
-    let out = dev.diego_ok(&["app", name, "-o", "json"]).unwrap();
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-/// A failing `diego <args>`: its exit code and stderr.
-fn fails(dev: &DevPlatform, args: &[&str]) -> (i32, String) {
-    let out = dev.diego(args).unwrap();
-    assert!(
-        !out.status.success(),
-        "diego {} should have failed; stdout: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// `host`'s page through the router is a 200 containing `text`.
@@ -269,7 +243,7 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
     dev.diego_ok(&["push", "-p", docs.to_str().unwrap()])
         .unwrap();
     serves(&dev, "docs.localhost", "the docs");
-    assert_eq!(app(&dev, "docs")["lifecycle"]["type"], "static-site");
+    assert_eq!(app_json(&dev, "docs")["lifecycle"]["type"], "static-site");
 
     // ---- the example policy, with `diego policy set FILE.wasm` ----
     let set = dev
@@ -300,7 +274,7 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
     assert!(upgraded.contains("static-site is now 0.2.0"), "{upgraded}");
     let listed = dev.diego_ok(&["lifecycles", "list"]).unwrap();
     assert!(listed.contains("0.2.0 (also 0.1.0)"), "{listed}");
-    assert_eq!(app(&dev, "mysite")["lifecycle"]["version"], "0.1.0");
+    assert_eq!(app_json(&dev, "mysite")["lifecycle"]["version"], "0.1.0");
     // a new app stages with 0.2.0 while mysite runs its 0.1.0 droplet: both versions serve
     std::fs::write(site.join("index.html"), "<h1>a second site</h1>\n").unwrap();
     dev.diego_ok(&[
@@ -312,19 +286,19 @@ fn a_newcomers_lifecycle_and_policy_on_a_running_platform() {
         "static-site",
     ])
     .unwrap();
-    assert_eq!(app(&dev, "second")["lifecycle"]["version"], "0.2.0");
+    assert_eq!(app_json(&dev, "second")["lifecycle"]["version"], "0.2.0");
     serves(&dev, "second.localhost", "a second site");
     serves(&dev, "mysite.localhost", "hello from a static site");
     // a restart launches the droplet with the version it was staged with
     dev.diego_ok(&["restart", "mysite"]).unwrap();
     dev.wait_for("mysite running again", Duration::from_secs(60), |d| {
         Ok(d.get("mysite.localhost", "/")?.0 == 200
-            && app(d, "mysite")["instances"]
+            && app_json(d, "mysite")["instances"]
                 .as_array()
                 .is_some_and(|i| i.iter().any(|i| i["state"] == "RUNNING")))
     })
     .unwrap();
-    assert_eq!(app(&dev, "mysite")["lifecycle"]["version"], "0.1.0");
+    assert_eq!(app_json(&dev, "mysite")["lifecycle"]["version"], "0.1.0");
     // restaging picks the new version
     let restaged = dev.diego_ok(&["restage", "mysite"]).unwrap();
     assert!(restaged.contains("static-site 0.2.0"), "{restaged}");

@@ -10,15 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::{app_json, fails, repo};
 use diego_testkit::{DevConfig, DevPlatform, ImageSpec, Registry, push_test_image};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The python test app copied to a temp dir, with `VERSION` set.
 fn python_app(dir: &Path, version: &str) -> PathBuf {
@@ -41,31 +35,11 @@ fn docker_app_image() -> ImageSpec {
     }
 }
 
-fn app(dev: &DevPlatform, name: &str) -> Value {
-    let out = dev.diego_ok(&["app", name, "-o", "json"]).unwrap();
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
 fn running_instances(dev: &DevPlatform, name: &str) -> usize {
-    app(dev, name)["instances"]
+    app_json(dev, name)["instances"]
         .as_array()
         .map(|i| i.iter().filter(|i| i["state"] == "RUNNING").count())
         .unwrap_or(0)
-}
-
-/// A failing `diego <args>`: its exit code and stderr.
-fn fails(dev: &DevPlatform, args: &[&str]) -> (i32, String) {
-    let out = dev.diego(args).unwrap();
-    assert!(
-        !out.status.success(),
-        "diego {} should have failed; stdout: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn app_names(dev: &DevPlatform) -> Vec<String> {
@@ -171,7 +145,7 @@ fn push_buildpack_and_docker_apps_through_the_router() {
     })
     .unwrap();
     // each running instance's usage of its limits, from its cell
-    let view = app(&dev, "web");
+    let view = app_json(&dev, "web");
     for i in view["instances"].as_array().unwrap() {
         let usage = &i["usage"];
         assert!(usage["memory_bytes"].as_u64() > Some(0), "{i}");
@@ -200,7 +174,7 @@ fn push_buildpack_and_docker_apps_through_the_router() {
     // ---- kill an instance's process: it comes back, the crash is told ----
     let _ = dev.request("POST", "web.localhost", "/exit");
     dev.wait_for("a crash recorded for web", Duration::from_secs(30), |d| {
-        let a = app(d, "web");
+        let a = app_json(d, "web");
         Ok(a["instances"]
             .as_array()
             .is_some_and(|i| i.iter().any(|i| i["crash_count"].as_u64() >= Some(1))))
@@ -296,7 +270,7 @@ fn push_buildpack_and_docker_apps_through_the_router() {
         |d| Ok(running_instances(d, "web") == 3),
     )
     .unwrap();
-    let view = app(&dev, "web");
+    let view = app_json(&dev, "web");
     for i in view["instances"].as_array().unwrap() {
         assert_eq!(i["crash_count"], 0, "{i}");
     }

@@ -14,15 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::repo;
 use diego_testkit::{DevConfig, DevPlatform, free_port};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The python test app in a temp dir.
 fn python_app(dir: &Path) -> PathBuf {

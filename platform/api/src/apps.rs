@@ -371,19 +371,7 @@ pub async fn put_bits(state: &Arc<State>, name: &str, upload: &Path) -> ApiResul
 /// motion is recorded before this returns: the answer has the PENDING staging (its deployment
 /// follows) or the DEPLOYING deployment; with nothing to do it is the app as it was.
 pub async fn start(state: &Arc<State>, name: &str, restart: bool) -> ApiResult<App> {
-    let app = load(state, name).await?;
-    let guid = app.guid.clone();
-    let app = state
-        .db
-        .update_app(name, move |current| {
-            let mut app = current
-                .filter(|a| a.guid == guid)
-                .ok_or_else(|| ApiError::conflict("app_changed", "the app was deleted"))?;
-            app.state = DesiredState::Started;
-            app.updated_at = now_ns();
-            Ok((AppWrite::Put(app.clone()), app))
-        })
-        .await?;
+    let app = mark_started(state, name).await?;
     let kind = if restart { "restart" } else { "start" };
     state
         .event(
@@ -413,10 +401,8 @@ pub async fn start(state: &Arc<State>, name: &str, restart: bool) -> ApiResult<A
     Ok(app)
 }
 
-/// `restage`: stages the app again whatever its droplet (Cloud Foundry's `cf restage`: picks
-/// up the current version of its lifecycle and buildpacks), then runs the new droplet as a
-/// start does. The running version keeps serving until the new one is up.
-pub async fn restage(state: &Arc<State>, name: &str) -> ApiResult<App> {
+/// Records that the app should run (STARTED) and answers it as written.
+async fn mark_started(state: &State, name: &str) -> ApiResult<App> {
     let app = load(state, name).await?;
     let guid = app.guid.clone();
     state
@@ -427,9 +413,16 @@ pub async fn restage(state: &Arc<State>, name: &str) -> ApiResult<App> {
                 .ok_or_else(|| ApiError::conflict("app_changed", "the app was deleted"))?;
             app.state = DesiredState::Started;
             app.updated_at = now_ns();
-            Ok((AppWrite::Put(app), ()))
+            Ok((AppWrite::Put(app.clone()), app))
         })
-        .await?;
+        .await
+}
+
+/// `restage`: stages the app again whatever its droplet (Cloud Foundry's `cf restage`: picks
+/// up the current version of its lifecycle and buildpacks), then runs the new droplet as a
+/// start does. The running version keeps serving until the new one is up.
+pub async fn restage(state: &Arc<State>, name: &str) -> ApiResult<App> {
+    let app = mark_started(state, name).await?;
     state
         .event(&app.guid, "restage", format!("Restaging app {}", app.name))
         .await;

@@ -193,21 +193,6 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> String {
         .to_string()
 }
 
-/// Why an error happened, with every cause.
-fn reason(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 async fn forward(
     shared: &Arc<Shared>,
     pool: &Arc<Pool>,
@@ -260,7 +245,7 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 let connect = e.is_connect();
-                last_failure = format!("{authority}: {}", reason(&e));
+                last_failure = format!("{authority}: {}", diego_tls::error_chain(&e));
                 tracing::debug!(%host, endpoint = %authority, connect, error = %last_failure, "endpoint failed");
                 shared.table.mark_bad(endpoint);
                 shared.counters.bad_endpoint();
