@@ -96,8 +96,8 @@ mod tests {
     use axum::routing::post;
     use tower::ServiceExt as _;
 
-    /// A router whose handlers answer the request id they see.
-    fn app() -> Router {
+    /// A router whose handlers answer the request id they see, as role `server`.
+    fn app(server: &'static str) -> Router {
         async fn whoami() -> String {
             crate::current_request_id().unwrap_or_default()
         }
@@ -115,12 +115,21 @@ mod tests {
                     post(|| async { StatusCode::ACCEPTED }),
                 )
                 .route("/spawned", get(spawned)),
-            "unit",
+            server,
         )
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, Option<String>, String) {
-        let response = app().oneshot(request).await.unwrap();
+        call_on("unit", request).await
+    }
+
+    /// As [`call`], on a router labelled `server` (the recorder is the process's: a test that
+    /// counts uses a server name no other test does).
+    async fn call_on(
+        server: &'static str,
+        request: Request<Body>,
+    ) -> (StatusCode, Option<String>, String) {
+        let response = app(server).oneshot(request).await.unwrap();
         let status = response.status();
         let id = response
             .headers()
@@ -143,12 +152,15 @@ mod tests {
         body
     }
 
+    /// The server label of the test that counts.
+    const COUNTING: &str = "counting";
+
     /// The value of `RequestCount` for this test's server, `route` and `status` (the exact line
     /// the text format has for it; the platform tests read scrapes with Prometheus's own
     /// parser).
     fn count(scrape: &str, route: &str, status: &str) -> f64 {
         let series = format!(
-            "{}{{server=\"unit\",route=\"{route}\",status=\"{status}\"}} ",
+            "{}{{server=\"{COUNTING}\",route=\"{route}\",status=\"{status}\"}} ",
             names::REQUEST_COUNT
         );
         scrape
@@ -161,15 +173,15 @@ mod tests {
     async fn requests_are_counted_under_their_route_template_not_their_path() {
         let before = scrape().await;
         for name in ["web", "worker", "web"] {
-            let (status, _, _) = call(get_req(&format!("/v1/apps/{name}"))).await;
+            let (status, _, _) = call_on(COUNTING, get_req(&format!("/v1/apps/{name}"))).await;
             assert_eq!(status, StatusCode::OK);
         }
         let stop = Request::post("/v1/apps/web/stop")
             .body(Body::empty())
             .unwrap();
-        assert_eq!(call(stop).await.0, StatusCode::ACCEPTED);
+        assert_eq!(call_on(COUNTING, stop).await.0, StatusCode::ACCEPTED);
         assert_eq!(
-            call(get_req("/no/such/path/42")).await.0,
+            call_on(COUNTING, get_req("/no/such/path/42")).await.0,
             StatusCode::NOT_FOUND
         );
         let after = scrape().await;
@@ -181,8 +193,13 @@ mod tests {
         assert_eq!(grew("/v1/apps/{name}/stop", "202"), 1.0);
         assert_eq!(grew(UNMATCHED, "404"), 1.0);
         // no label carries an id from a path (the labels only: a value may contain "42")
-        for line in after.lines().filter(|l| l.contains("server=\"unit\"")) {
-            let labels = line.split_once('{').and_then(|(_, rest)| rest.rsplit_once('}'));
+        for line in after
+            .lines()
+            .filter(|l| l.contains(&format!("server=\"{COUNTING}\"")))
+        {
+            let labels = line
+                .split_once('{')
+                .and_then(|(_, rest)| rest.rsplit_once('}'));
             let labels = labels.map_or(line, |(labels, _)| labels);
             assert!(
                 !labels.contains("/web") && !labels.contains("42"),
@@ -190,9 +207,9 @@ mod tests {
             );
         }
         // the latency histogram has its buckets under the same labels
-        assert!(after.contains(
-            "RequestLatency_bucket{server=\"unit\",route=\"/v1/apps/{name}\",le=\"+Inf\"}"
-        ));
+        assert!(after.contains(&format!(
+            "RequestLatency_bucket{{server=\"{COUNTING}\",route=\"/v1/apps/{{name}}\",le=\"+Inf\"}}"
+        )));
         // and the catalogue's help and type lines are there
         assert!(after.contains("# TYPE RequestCount counter"), "{after}");
         assert!(after.contains("# HELP RequestCount "), "{after}");
