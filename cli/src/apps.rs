@@ -292,12 +292,24 @@ async fn push_and_wait(
             .map_err(api_failed)?;
     }
     let app = to_value(&api.app(name).await.map_err(api_failed)?)?;
-    let guid = app["guid"].as_str().unwrap_or_default().to_string();
-    // Staging's log on stderr while we wait, as cf shows it (subscribed before staging starts).
+    follow(api, name, &app, timeout, api.start(name)).await
+}
+
+/// Sends `action` (a start or a restage of `before`, the app as it was) and follows what it
+/// set in motion until an instance of the new version runs, with staging's log on stderr
+/// meanwhile, as cf shows it (subscribed before the action can start a staging).
+async fn follow(
+    api: &AppsClient,
+    name: &str,
+    before: &Value,
+    timeout: Duration,
+    action: impl std::future::Future<Output = Result<diego_apps_api::AppView, AppsClientError>>,
+) -> anyhow::Result<Value> {
+    let guid = before["guid"].as_str().unwrap_or_default().to_string();
     let logs = tokio::spawn(follow_staging_log(api.logs(), guid));
     let outcome = async {
-        let started = to_value(&api.start(name).await.map_err(api_failed)?)?;
-        wait_running(api, name, &app, &started, timeout).await
+        let started = to_value(&action.await.map_err(api_failed)?)?;
+        wait_running(api, name, before, &started, timeout).await
     }
     .await;
     logs.abort();
@@ -709,15 +721,7 @@ pub async fn create_buildpack(
 pub async fn restage(api_url: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
     let api = client(api_url);
     let before = to_value(&api.app(name).await.map_err(api_failed)?)?;
-    let guid = before["guid"].as_str().unwrap_or_default().to_string();
-    let logs = tokio::spawn(follow_staging_log(api.logs(), guid));
-    let outcome = async {
-        let started = to_value(&api.restage(name).await.map_err(api_failed)?)?;
-        wait_running(&api, name, &before, &started, timeout).await
-    }
-    .await;
-    logs.abort();
-    let view = outcome?;
+    let view = follow(&api, name, &before, timeout, api.restage(name)).await?;
     eprintln!("{name} is running");
     println!("lifecycle:   {}", lifecycle_line(&view["lifecycle"]));
     Ok(())

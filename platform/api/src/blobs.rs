@@ -37,7 +37,11 @@ impl Blobs {
         Ok(self.client.put_file(key, path).await.map_err(err)?.sha256)
     }
 
-    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<String, BlobsError> {
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: impl Into<bytes::Bytes>,
+    ) -> Result<String, BlobsError> {
         Ok(self.client.put_bytes(key, bytes).await.map_err(err)?.sha256)
     }
 

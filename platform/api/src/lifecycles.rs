@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use diego_host::lifecycle::types as t;
 use diego_host::lifecycle::{LifecycleError, LifecyclePlugin, PlanCaps, StagingStep};
 use diego_host::{Host, HostConfig};
@@ -25,7 +26,7 @@ use tokio::sync::OnceCell;
 
 use crate::blobs::Blobs;
 use crate::error::{ApiError, ApiResult};
-use crate::model::{LifecycleEntry, LifecycleKind, LifecycleVersionView};
+use crate::model::{App, LifecycleEntry, LifecycleKind, LifecycleVersionView};
 
 static BUILDPACK_WASM: &[u8] = include_bytes!(env!("DIEGO_LIFECYCLE_BUILDPACK_WASM"));
 static DOCKER_WASM: &[u8] = include_bytes!(env!("DIEGO_LIFECYCLE_DOCKER_WASM"));
@@ -124,7 +125,9 @@ impl Lifecycles {
             .published
             .get_or_try_init(|| async {
                 if blobs.sha256(&key).await? != Some(builtin.sha256.clone()) {
-                    blobs.put_bytes(&key, builtin.bytes.to_vec()).await?;
+                    blobs
+                        .put_bytes(&key, Bytes::from_static(builtin.bytes))
+                        .await?;
                 }
                 tracing::info!(lifecycle = kind.as_str(), %key, "lifecycle published");
                 Ok::<(), ApiError>(())
@@ -154,7 +157,7 @@ impl Lifecycles {
     async fn load(
         &self,
         kind: &LifecycleKind,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     ) -> ApiResult<Result<LifecyclePlugin, String>> {
         let host = self.host().await?;
         let docker = kind.is_docker();
@@ -195,10 +198,10 @@ impl Lifecycles {
         if let Some(plugin) = self.cached(sha256) {
             return Ok(plugin);
         }
-        let bytes = match builtin {
-            Some(b) if b.sha256 == sha256 => b.bytes.to_vec(),
+        let (sha256, bytes) = match builtin {
+            Some(b) if b.sha256 == sha256 => (sha256, Bytes::from_static(b.bytes)),
             _ => match blobs.get_bytes(&component_key(sha256)).await? {
-                Some(bytes) if format!("{:x}", Sha256::digest(&bytes)) == sha256 => bytes.to_vec(),
+                Some(bytes) if format!("{:x}", Sha256::digest(&bytes)) == sha256 => (sha256, bytes),
                 Some(_) => {
                     return Err(ApiError::internal(format!(
                         "the blob store's copy of lifecycle {kind} {sha256} is corrupt"
@@ -207,7 +210,10 @@ impl Lifecycles {
                 None => match builtin {
                     Some(b) => {
                         tracing::info!(lifecycle = %kind, %sha256, "that built-in version is gone; using the embedded one");
-                        return Box::pin(self.plugin(kind, &b.sha256.clone(), blobs)).await;
+                        if let Some(plugin) = self.cached(&b.sha256) {
+                            return Ok(plugin);
+                        }
+                        (b.sha256.as_str(), Bytes::from_static(b.bytes))
                     }
                     None => {
                         return Err(ApiError::conflict(
@@ -288,11 +294,10 @@ impl Lifecycles {
     }
 
     /// Checks a component an operator adds as lifecycle `name`: loads it and makes trial
-    /// calls. A component that cannot serve apps is a 422 saying why.
-    pub async fn check(&self, name: &str, bytes: Vec<u8>, url: String) -> ApiResult<Checked> {
+    /// calls. A component that cannot serve apps is a 422 saying why. The version's `url` is
+    /// left for the caller, who stores the component.
+    pub async fn check(&self, name: &str, bytes: Bytes) -> ApiResult<Checked> {
         let kind = LifecycleKind::Added(name.to_owned());
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let size_bytes = bytes.len() as u64;
         let refused = |why: String| {
             ApiError::unprocessable(
                 "invalid_lifecycle",
@@ -308,21 +313,23 @@ impl Lifecycles {
         .map_err(|e| ApiError::internal(format!("lifecycle trial failed: {e}")))?;
         let warnings = trial.map_err(refused)?;
         let described = plugin.describe();
+        // the digest and size as the host loaded them
+        let info = plugin.info();
         // Loaded already: keep it for launches.
         self.inner
             .loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sha256.clone(), plugin.clone());
+            .insert(info.sha256.clone(), plugin.clone());
         Ok(Checked {
             version: LifecycleVersion {
                 version: described.version.clone(),
-                sha256,
-                url,
+                sha256: info.sha256.clone(),
+                url: String::new(),
                 component_name: described.name.clone(),
                 lifecycle_type: described.lifecycle_type.clone(),
-                export: plugin.info().export.clone(),
-                size_bytes,
+                export: info.export.clone(),
+                size_bytes: info.size,
                 added_at: 0,
             },
             warnings,
@@ -529,15 +536,15 @@ pub async fn launch_and_check(
 // ---- `GET/PUT/DELETE /v1/lifecycles[/{name}]` ----
 
 /// The apps set to use each lifecycle, by lifecycle name.
-async fn users(state: &crate::state::State) -> ApiResult<HashMap<String, Vec<String>>> {
+fn users(apps: &[App]) -> HashMap<String, Vec<String>> {
     let mut users: HashMap<String, Vec<String>> = HashMap::new();
-    for app in state.db.apps().await? {
+    for app in apps {
         users
             .entry(app.settings.lifecycle.as_str().to_owned())
             .or_default()
-            .push(app.name);
+            .push(app.name.clone());
     }
-    Ok(users)
+    users
 }
 
 fn entry(record: &LifecycleRecord, apps: Vec<String>) -> LifecycleEntry {
@@ -552,7 +559,7 @@ fn entry(record: &LifecycleRecord, apps: Vec<String>) -> LifecycleEntry {
 
 /// `GET /v1/lifecycles`: the built-in ones, then the added ones by name.
 pub async fn list(state: &crate::state::State) -> ApiResult<Vec<LifecycleEntry>> {
-    let mut users = users(state).await?;
+    let mut users = users(&state.db.apps().await?);
     let mut entries = state.lifecycles.builtin_entries(&state.blobs).await?;
     for e in &mut entries {
         e.apps = users.remove(&e.name).unwrap_or_default();
@@ -588,7 +595,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 pub async fn add(
     state: &crate::state::State,
     name: &str,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 ) -> ApiResult<LifecycleEntry> {
     check_name(name)?;
     if bytes.is_empty() {
@@ -597,10 +604,10 @@ pub async fn add(
             "the body is empty: send the lifecycle's .wasm component",
         ));
     }
-    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let mut checked = state.lifecycles.check(name, bytes.clone()).await?;
+    let sha256 = checked.version.sha256.clone();
     let key = component_key(&sha256);
-    let url = state.blobs.url(&key);
-    let checked = state.lifecycles.check(name, bytes.clone(), url).await?;
+    checked.version.url = state.blobs.url(&key);
     if state.blobs.sha256(&key).await?.as_deref() != Some(sha256.as_str()) {
         state.blobs.put_bytes(&key, bytes).await?;
     }
@@ -621,7 +628,9 @@ pub async fn add(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(lifecycle = %name, version = %checked.version.version, %sha256, "lifecycle added");
-    let apps = users(state).await?.remove(name).unwrap_or_default();
+    let apps = users(&state.db.apps().await?)
+        .remove(name)
+        .unwrap_or_default();
     let mut entry = entry(&record, apps);
     entry.warnings = checked.warnings;
     Ok(entry)
@@ -637,7 +646,10 @@ pub async fn remove(state: &crate::state::State, name: &str) -> ApiResult<Lifecy
         ));
     }
     check_name(name)?;
-    let apps = users(state).await?.remove(name).unwrap_or_default();
+    // Read once: the droplets that keep components are those of these apps (none of which
+    // may use the lifecycle any more).
+    let all = state.db.apps().await?;
+    let apps = users(&all).remove(name).unwrap_or_default();
     if !apps.is_empty() {
         return Err(ApiError::conflict(
             "lifecycle_in_use",
@@ -657,10 +669,7 @@ pub async fn remove(state: &crate::state::State, name: &str) -> ApiResult<Lifecy
         }
         Err(e) => return Err(e.into()),
     };
-    let staged_with: std::collections::HashSet<String> = state
-        .db
-        .apps()
-        .await?
+    let staged_with: std::collections::HashSet<&str> = all
         .iter()
         .flat_map(|app| {
             let launches = [
@@ -674,12 +683,12 @@ pub async fn remove(state: &crate::state::State, name: &str) -> ApiResult<Lifecy
             launches
                 .into_iter()
                 .flatten()
-                .map(|d| d.staged_from.lifecycle_sha256.clone())
+                .map(|d| d.staged_from.lifecycle_sha256.as_str())
                 .collect::<Vec<_>>()
         })
         .collect();
     for v in &record.versions {
-        if !staged_with.contains(&v.sha256)
+        if !staged_with.contains(v.sha256.as_str())
             && let Err(e) = state.blobs.delete(&component_key(&v.sha256)).await
         {
             tracing::warn!(lifecycle = %name, sha256 = %v.sha256, error = %e, "cannot delete a removed lifecycle's component");

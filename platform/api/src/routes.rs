@@ -323,7 +323,7 @@ async fn put_lifecycle(
             format!("the component is over the {} MiB cap ({e})", max >> 20),
         )
     })?;
-    Ok(Json(lifecycles::add(&state, &name, bytes.to_vec()).await?))
+    Ok(Json(lifecycles::add(&state, &name, bytes).await?))
 }
 
 async fn delete_lifecycle(

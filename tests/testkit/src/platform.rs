@@ -377,12 +377,16 @@ impl Platform {
         format!("127.0.0.{}", 10 + i)
     }
 
-    fn cell_base_args(&self, i: usize) -> Vec<String> {
+    /// `diego` with the TLS flags and this platform's BBS, then the `role` subcommand.
+    fn role_args(&self, role: &str) -> Vec<String> {
         let mut args = self.global_args();
+        args.extend(["--bbs-url".into(), self.bbs.url.clone(), role.into()]);
+        args
+    }
+
+    fn cell_base_args(&self, i: usize) -> Vec<String> {
+        let mut args = self.role_args("cell");
         args.extend([
-            "--bbs-url".into(),
-            self.bbs.url.clone(),
-            "cell".into(),
             "--cell-id".into(),
             self.cell_id(i),
             "--data-dir".into(),
@@ -427,13 +431,9 @@ impl Platform {
     pub fn start_brain(&mut self, i: usize) -> Result<()> {
         let port = free_port();
         let url = format!("{}://127.0.0.1:{port}", self.scheme());
-        let mut args = self.global_args();
+        let mut args = vec!["--log".to_string(), "info".into()];
+        args.extend(self.role_args("brain"));
         args.extend([
-            "--log".into(),
-            "info".into(),
-            "--bbs-url".into(),
-            self.bbs.url.clone(),
-            "brain".into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--lock-ttl".into(),
@@ -456,13 +456,9 @@ impl Platform {
     /// naming `router_port` in apps' URLs; its URL.
     pub fn start_api(&mut self, port: u16, router_port: u16) -> Result<String> {
         let url = format!("{}://127.0.0.1:{port}", self.scheme());
-        let mut args = self.global_args();
+        let mut args = vec!["--log".to_string(), "info".into()];
+        args.extend(self.role_args("api"));
         args.extend([
-            "--log".into(),
-            "info".into(),
-            "--bbs-url".into(),
-            self.bbs.url.clone(),
-            "api".into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--data-dir".into(),
@@ -484,13 +480,9 @@ impl Platform {
     pub fn start_router(&mut self, proxy_port: u16, logs_url: &str) -> Result<String> {
         let admin_addr = format!("127.0.0.1:{}", free_port());
         let admin = format!("{}://{admin_addr}", self.scheme());
-        let mut args = self.global_args();
+        let mut args = vec!["--log".to_string(), "info".into()];
+        args.extend(self.role_args("router"));
         args.extend([
-            "--log".into(),
-            "info".into(),
-            "--bbs-url".into(),
-            self.bbs.url.clone(),
-            "router".into(),
             "--listen".into(),
             format!("127.0.0.1:{proxy_port}"),
             "--admin-listen".into(),
